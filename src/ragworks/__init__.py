@@ -1,0 +1,72 @@
+"""ragworks: build, serve and evaluate retrieval-augmented agents on MLflow.
+
+Example:
+    >>> import ragworks
+    >>> report = ragworks.ingest(["docs/"], "./index")                 # doctest: +SKIP
+    >>> ragworks.LocalIndex.load("./index").search("what is ragworks?")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from ragworks.config import AgentConfig, RetrieverConfig, Settings
+from ragworks.errors import (
+    ConfigError,
+    EvalError,
+    IndexFormatError,
+    ModelError,
+    RagworksError,
+    RetrievalError,
+    ToolError,
+)
+
+try:
+    __version__ = version("ragworks")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0"
+
+# Heavy parts (numpy, bm25s, mlflow, langgraph) load on first use so `ragworks --help` stays fast.
+_LAZY = {
+    "Chunk": "ragworks.retrieval.local",
+    "IngestReport": "ragworks.retrieval.ingest",
+    "LocalIndex": "ragworks.retrieval.local",
+    "LocalRetriever": "ragworks.retrieval.registry",
+    "get_retriever": "ragworks.retrieval.registry",
+    "ingest": "ragworks.retrieval.ingest",
+}
+
+if TYPE_CHECKING:
+    from ragworks.retrieval.ingest import IngestReport, ingest
+    from ragworks.retrieval.local import Chunk, LocalIndex
+    from ragworks.retrieval.registry import LocalRetriever, get_retriever
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ragworks' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AgentConfig",
+    "Chunk",
+    "ConfigError",
+    "EvalError",
+    "IndexFormatError",
+    "IngestReport",
+    "LocalIndex",
+    "LocalRetriever",
+    "ModelError",
+    "RagworksError",
+    "RetrievalError",
+    "RetrieverConfig",
+    "Settings",
+    "ToolError",
+    "__version__",
+    "get_retriever",
+    "ingest",
+]

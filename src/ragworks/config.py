@@ -1,0 +1,188 @@
+"""Configuration: `AgentConfig` (one file, everywhere) and `Settings` (the environment).
+
+`AgentConfig` names the retriever, chat model, prompts, tools and limits of an agent. The CLI,
+`log_agent`, the served model and the eval runner all load it the same way. Secrets never live
+here: they come from the environment (`OPENAI_API_KEY`, `DATABRICKS_TOKEN`, ...).
+
+Example:
+    >>> cfg = AgentConfig(retriever={"type": "local", "index": "./index", "k": 5})
+    >>> cfg.llm, cfg.agent
+    ('offline', 'rag')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ragworks.errors import ConfigError
+
+EmbeddingsName = Literal["auto", "minilm", "hashing", "none"]
+SearchMode = Literal["hybrid", "bm25", "dense"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RetrieverConfig(_Strict):
+    """Which retriever to use and how many chunks it returns."""
+
+    type: str = "local"
+    """`local`, `databricks-vector-search`, or `langchain:<module>:<attr>` for any LangChain retriever."""
+    index: str = "./index"
+    """A local index folder, or a Unity Catalog index name for Databricks Vector Search."""
+    k: int = Field(default=5, ge=1, le=200)
+    """How many chunks each retrieval returns."""
+    mode: SearchMode = "hybrid"
+    """`hybrid` (BM25 + dense), `bm25`, or `dense`."""
+    filters: dict[str, Any] | None = None
+    """Metadata filters applied to every query, e.g. `{"source": "docs/a.md", "year >=": 2020}`."""
+    endpoint: str | None = None
+    """The Databricks Vector Search endpoint (databricks-vector-search only)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Backend-specific keyword arguments passed to the retriever's constructor."""
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value in {"local", "databricks-vector-search"} or value.startswith("langchain:"):
+            return value
+        raise ValueError(
+            "must be 'local', 'databricks-vector-search' or 'langchain:<module>:<attr>'"
+        )
+
+
+class IngestConfig(_Strict):
+    """How documents are chunked and embedded when an index is built."""
+
+    chunk_size: int = Field(default=1000, ge=50, le=100_000)
+    """Maximum characters per chunk."""
+    chunk_overlap: int = Field(default=150, ge=0)
+    """Characters shared by neighbouring chunks."""
+    embeddings: EmbeddingsName = "auto"
+    """`minilm` (needs the dense extra), `hashing` (no dependencies), `none` (BM25 only), `auto`."""
+    max_file_mb: float = Field(default=50.0, gt=0)
+    """Files larger than this are skipped."""
+
+
+class AgentConfig(_Strict):
+    """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
+
+    llm: str = "offline"
+    """`offline`, `openai:<model>` or `databricks:<endpoint>`."""
+    agent: Literal["rag", "tool-calling"] = "rag"
+    """`rag` (retrieve, then answer) or `tool-calling` (the model decides which tools to call)."""
+    retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    tools: list[str] = Field(default_factory=list)
+    """Extra tools as `module:function`; the retriever tool is always present in tool-calling agents."""
+    system_prompt: str | None = None
+    """Replaces the built-in system prompt."""
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_steps: int = Field(default=6, ge=1, le=50)
+    """Tool-calling agents stop after this many model calls."""
+    name: str = "ragworks-agent"
+
+    @field_validator("llm")
+    @classmethod
+    def _known_llm(cls, value: str) -> str:
+        if value == "offline" or value.startswith(("openai:", "databricks:")):
+            if value.endswith(":"):
+                raise ValueError(f"{value!r} names no model: write e.g. 'openai:gpt-4o-mini'")
+            return value
+        raise ValueError("must be 'offline', 'openai:<model>' or 'databricks:<endpoint>'")
+
+    @classmethod
+    def load(cls, data: AgentConfig | dict[str, Any] | str | Path | None) -> AgentConfig:
+        """Build a config from an instance, a dict, a YAML path, or None (the defaults)."""
+        if isinstance(data, AgentConfig):
+            return data
+        if data is None:
+            return cls()
+        if isinstance(data, (str, Path)):
+            return cls.from_yaml(data)
+        return _validate(cls, data, source="config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AgentConfig:
+        """Read a config from a YAML file, with errors that name the file and field."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {path} does not exist.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of fields, not {type(raw).__name__}.")
+        return _validate(cls, raw, source=str(path))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """Dump the config as YAML (fields at their defaults included); write it if `path` is given."""
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the config, for trace tags and caches."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _validate(model: type[AgentConfig], data: dict[str, Any], *, source: str) -> AgentConfig:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source)) from None
+
+
+def format_validation_error(exc: ValidationError, *, source: str) -> str:
+    """Turn a pydantic error into lines that say which field is wrong and what is allowed."""
+    lines = [f"Invalid {source}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling (see `ragworks` docs for the fields allowed)"
+        elif err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif "input" in err and err["type"] != "missing":
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)
+
+
+class Settings(BaseSettings):
+    """Process-wide settings from `RAGWORKS_*` environment variables; the only reader of env."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGWORKS_", extra="ignore")
+
+    index: str = "./index"
+    """Default index folder for the CLI."""
+    embeddings: EmbeddingsName = "auto"
+    """Default embedder for new indexes."""
+    api_token: str | None = Field(default=None, repr=False)
+    """When set, the server requires `Authorization: Bearer <token>`."""
+    debug: bool = False
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment now (not at import)."""
+    return Settings()
+
+
+def env_flag(name: str) -> str | None:
+    """Read one environment variable; the single place other modules go through for env."""
+    return os.environ.get(name)

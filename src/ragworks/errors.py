@@ -1,0 +1,55 @@
+"""The single exception hierarchy of ragworks.
+
+    RagworksError            root: the CLI and the server catch only this
+     ├── ConfigError         the caller must change the config, an argument or the environment
+     ├── RetrievalError      a retriever backend failed; carries the backend name
+     ├── IndexFormatError    an index folder is missing, old or foreign (a ConfigError)
+     ├── ModelError          a chat or embedding model call failed
+     ├── ToolError           a tool failed; the message is shown to the model
+     └── EvalError           an evaluation suite or judge failed
+"""
+
+from __future__ import annotations
+
+
+class RagworksError(Exception):
+    """Root of every error ragworks raises on purpose."""
+
+
+class ConfigError(RagworksError):
+    """The caller must change the config, an argument or the environment."""
+
+
+class IndexFormatError(ConfigError):
+    """An index folder is missing, written by another version, or not a ragworks index."""
+
+
+class RetrievalError(RagworksError):
+    """A retriever backend failed."""
+
+    def __init__(self, message: str, *, backend: str = "unknown") -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class ModelError(RagworksError):
+    """A chat or embedding model call failed."""
+
+
+class ToolError(RagworksError):
+    """A tool failed; the message is shown to the model, so it says how to retry."""
+
+
+class EvalError(RagworksError):
+    """An evaluation suite, scorer or judge failed."""
+
+
+__all__ = [
+    "ConfigError",
+    "EvalError",
+    "IndexFormatError",
+    "ModelError",
+    "RagworksError",
+    "RetrievalError",
+    "ToolError",
+]

@@ -1,0 +1,30 @@
+"""Tokenisation for BM25: lower-case words, English stop words removed, Snowball-stemmed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+from bm25s.stopwords import STOPWORDS_EN
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_STOP = frozenset(STOPWORDS_EN)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> object:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(text: str) -> list[str]:
+    """Split one text into stemmed BM25 terms."""
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP]
+    return _stemmer().stemWords(words)  # type: ignore[attr-defined, no-any-return]
+
+
+def tokenize_many(texts: Iterable[str]) -> list[list[str]]:
+    """Tokenise many texts; each empty result gets a placeholder so bm25s keeps the row."""
+    return [tokenize(t) for t in texts]

@@ -1,0 +1,419 @@
+"""LocalIndex: an embedded hybrid index (BM25 + dense vectors) persisted in a folder.
+
+The folder holds only JSON, JSONL and numpy files (no pickle):
+
+    ragworks_index.json   format name + version stamp, embedder, BM25 and fusion settings
+    chunks.jsonl          one chunk per line: id, text, metadata
+    vectors.npy           float32 unit vectors, one row per chunk (absent for BM25-only indexes)
+    bm25/                 the bm25s index (npy + json)
+    ann.faiss             an HNSW graph, only above the ANN threshold with faiss installed
+
+Example:
+    >>> index = LocalIndex(embeddings="hashing")
+    >>> index.upsert([Chunk(id="a", text="MLflow tracks experiments", metadata={"source": "a.md"})])
+    >>> [d.id for d in index.search("experiments", k=1)]
+    ['a']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+from langchain_core.documents import Document
+
+from ragworks.config import SearchMode
+from ragworks.embeddings import Embedder, get_embedder
+from ragworks.errors import ConfigError, IndexFormatError
+from ragworks.retrieval._text import tokenize, tokenize_many
+from ragworks.retrieval.ann import ANN_THRESHOLD, HnswIndex, ann_available
+from ragworks.retrieval.filters import compile_filters
+from ragworks.retrieval.fusion import FusionParams, fuse, top_indices
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT = "ragworks-local-index"
+INDEX_VERSION = 1
+MANIFEST = "ragworks_index.json"
+_UNRANKED = 1e9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chunk:
+    """One unit of retrieval: its id, text and metadata (`source`, `chunk_index`, ...)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BM25Params:
+    """Okapi BM25 parameters."""
+
+    k1: float = 1.2
+    b: float = 0.75
+
+
+def text_hash(text: str) -> str:
+    """Content hash used for chunk ids and the embedding cache."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class LocalIndex:
+    """Chunks with BM25 and dense search, metadata filters, upsert/delete, and a folder on disk."""
+
+    def __init__(
+        self,
+        *,
+        embeddings: str | Embedder | None = "auto",
+        bm25: BM25Params | None = None,
+        fusion: FusionParams | None = None,
+        ann_threshold: int = ANN_THRESHOLD,
+    ) -> None:
+        self.embedder = get_embedder(embeddings) if isinstance(embeddings, str) else embeddings
+        self.bm25_params = bm25 or BM25Params()
+        self.fusion = fusion or FusionParams()
+        self.ann_threshold = ann_threshold
+        self._ids: list[str] = []
+        self._texts: list[str] = []
+        self._metas: list[dict[str, Any]] = []
+        self._rows: dict[str, int] = {}
+        self._vectors: np.ndarray | None = None
+        self._tokens: list[list[str]] | None = []
+        self._bm25: bm25s.BM25 | None = None
+        self._ann: HnswIndex | None = None
+
+    # ----------------------------------------------------------------- contents
+    @property
+    def embedder_name(self) -> str:
+        """`minilm`, `hashing`, or `none` for a BM25-only index."""
+        return self.embedder.name if self.embedder is not None else "none"
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self._rows
+
+    def ids(self) -> list[str]:
+        """All chunk ids, in index order."""
+        return list(self._ids)
+
+    def get(self, ids: Iterable[str]) -> list[Chunk]:
+        """The chunks with these ids (unknown ids are left out)."""
+        return [self._chunk(self._rows[i]) for i in ids if i in self._rows]
+
+    def chunks(self) -> list[Chunk]:
+        """Every chunk, in index order."""
+        return [self._chunk(r) for r in range(len(self))]
+
+    def _chunk(self, row: int) -> Chunk:
+        return Chunk(id=self._ids[row], text=self._texts[row], metadata=dict(self._metas[row]))
+
+    # ----------------------------------------------------------------- writing
+    def add(self, chunks: Iterable[Chunk | Document]) -> list[str]:
+        """Add new chunks; an id already in the index is an error (use `upsert`)."""
+        items = [_as_chunk(c) for c in chunks]
+        taken = [c.id for c in items if c.id in self._rows]
+        if taken:
+            raise ConfigError(f"Chunk ids already in the index: {taken[:5]}. Use upsert() to replace.")
+        return self.upsert(items)
+
+    def upsert(self, chunks: Iterable[Chunk | Document], *, show_progress: bool = False) -> list[str]:
+        """Insert chunks, replacing any with the same id; embeddings are reused by content hash."""
+        items = list({c.id: c for c in (_as_chunk(x) for x in chunks)}.values())
+        if not items:
+            return []
+        vectors = self._embed([c.text for c in items], show_progress=show_progress)
+        self.delete([c.id for c in items if c.id in self._rows])
+        start = len(self._ids)
+        for offset, c in enumerate(items):
+            self._rows[c.id] = start + offset
+            self._ids.append(c.id)
+            self._texts.append(c.text)
+            self._metas.append(dict(c.metadata))
+        if self._tokens is not None:
+            self._tokens.extend(tokenize_many(c.text for c in items))
+        if vectors is not None:
+            base = self._vectors if self._vectors is not None else vectors[:0]
+            self._vectors = np.vstack([base, vectors])
+        self._invalidate()
+        return [c.id for c in items]
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove chunks by id; returns how many were removed."""
+        doomed = {self._rows[i] for i in ids if i in self._rows}
+        if not doomed:
+            return 0
+        keep = [r for r in range(len(self._ids)) if r not in doomed]
+        self._ids = [self._ids[r] for r in keep]
+        self._texts = [self._texts[r] for r in keep]
+        self._metas = [self._metas[r] for r in keep]
+        if self._tokens is not None:
+            self._tokens = [self._tokens[r] for r in keep]
+        if self._vectors is not None:
+            self._vectors = self._vectors[keep]
+        self._rows = {cid: r for r, cid in enumerate(self._ids)}
+        self._invalidate()
+        return len(doomed)
+
+    def _embed(self, texts: Sequence[str], *, show_progress: bool) -> np.ndarray | None:
+        if self.embedder is None:
+            return None
+        cache = self._vector_cache()
+        missing = [t for t in dict.fromkeys(texts) if text_hash(t) not in cache]
+        if missing:
+            fresh = self.embedder.encode(missing, show_progress=show_progress)
+            cache.update(zip((text_hash(t) for t in missing), fresh, strict=True))
+        return np.stack([cache[text_hash(t)] for t in texts]).astype(np.float32)
+
+    def _vector_cache(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            return {}
+        return {text_hash(t): self._vectors[r] for r, t in enumerate(self._texts)}
+
+    def _invalidate(self) -> None:
+        self._bm25 = None
+        self._ann = None
+
+    # ----------------------------------------------------------------- searching
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        mode: SearchMode = "hybrid",
+    ) -> list[Document]:
+        """The k best chunks for `query` as LangChain Documents, best first.
+
+        Args:
+            query: the search text.
+            k: how many chunks to return.
+            filters: metadata filters (see `ragworks.retrieval.filters`).
+            mode: `hybrid`, `bm25` or `dense`; hybrid falls back to BM25 on a BM25-only index.
+
+        Returns:
+            Documents with `id`, `metadata["score"]`, `metadata["source"]`, `metadata["chunk_index"]`.
+        """
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}.")
+        if mode not in ("hybrid", "bm25", "dense"):
+            raise ConfigError(f"Unknown search mode {mode!r}. Available: hybrid, bm25, dense.")
+        if not self._ids or not query.strip():
+            return []
+        if mode == "dense" and self.embedder is None:
+            raise ConfigError("This index has no embeddings (built with --embeddings none): use mode 'bm25'.")
+        mask = self._mask(filters)
+        if mode == "bm25" or self.embedder is None:
+            rows, scores = self._search_bm25(query, k, mask)
+        elif mode == "dense":
+            rows, scores = self._search_dense(query, k, mask)
+        else:
+            rows, scores = self._search_hybrid(query, k, mask)
+        return [self._document(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
+
+    def _mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
+        predicate = compile_filters(filters)
+        if predicate is None:
+            return None
+        return np.fromiter((predicate(m) for m in self._metas), dtype=bool, count=len(self._metas))
+
+    def _bm25_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray:
+        terms = tokenize(query)
+        index = self._ensure_bm25()
+        ids = [index.vocab_dict[t] for t in terms if t in index.vocab_dict]
+        if not ids:
+            return np.zeros(len(self._ids), dtype=np.float32)
+        scores: np.ndarray = index.get_scores_from_ids(ids)
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        return scores
+
+    def _search_bm25(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._bm25_scores(query, mask)
+        rows = top_indices(scores, k)
+        rows = rows[scores[rows] > 0]
+        return rows, scores[rows]
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        assert self.embedder is not None
+        return self.embedder.encode([query])[0]
+
+    def _dense_candidates(self, q: np.ndarray, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self._vectors is not None
+        ann = self._ensure_ann() if mask is None else None
+        if ann is not None:
+            rows = ann.search(q, depth)
+            return rows, self._vectors[rows] @ q
+        scores = self._vectors @ q
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        rows = top_indices(scores, depth)
+        rows = rows[np.isfinite(scores[rows])]
+        return rows, scores[rows]
+
+    def _search_dense(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return self._dense_candidates(self._query_vector(query), k, mask)
+
+    def _search_hybrid(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self._vectors is not None
+        depth = max(self.fusion.depth, k)
+        bm25_all = self._bm25_scores(query, mask)
+        bm25_rows = top_indices(bm25_all, depth)
+        bm25_rows = bm25_rows[bm25_all[bm25_rows] > 0]
+        q = self._query_vector(query)
+        dense_rows, _ = self._dense_candidates(q, depth, mask)
+        candidates = np.unique(np.concatenate([bm25_rows, dense_rows]))
+        if candidates.size == 0:
+            return candidates, np.zeros(0)
+        dense = self._vectors[candidates] @ q
+        bm25_rank = _ranks(candidates, bm25_rows)
+        dense_rank = _ranks(candidates, dense_rows)
+        fused = fuse(candidates, np.maximum(bm25_all[candidates], 0), dense, bm25_rank, dense_rank, self.fusion)
+        order = np.argsort(-fused, kind="stable")[:k]
+        return candidates[order], fused[order]
+
+    def _document(self, row: int, score: float) -> Document:
+        meta = dict(self._metas[row])
+        meta["score"] = score
+        return Document(id=self._ids[row], page_content=self._texts[row], metadata=meta)
+
+    def _ensure_bm25(self) -> bm25s.BM25:
+        if self._bm25 is None:
+            if self._tokens is None:
+                self._tokens = tokenize_many(self._texts)
+            index = bm25s.BM25(k1=self.bm25_params.k1, b=self.bm25_params.b)
+            index.index(self._tokens, show_progress=False)
+            self._bm25 = index
+        return self._bm25
+
+    def _ensure_ann(self) -> HnswIndex | None:
+        if self._vectors is None or len(self._ids) <= self.ann_threshold or not ann_available():
+            return None
+        if self._ann is None:
+            self._ann = HnswIndex.build(self._vectors)
+        return self._ann
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the index to a folder atomically: a temp folder first, then a rename."""
+        target = Path(path)
+        if target.exists() and not (target / MANIFEST).exists() and any(target.iterdir()):
+            raise IndexFormatError(
+                f"{target} exists and is not a ragworks index; choose an empty or new folder."
+            )
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            self._write(tmp)
+            _swap_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _write(self, folder: Path) -> None:
+        manifest = {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "count": len(self._ids),
+            "embedder": self.embedder.spec() if self.embedder else {"name": "none", "dim": 0},
+            "bm25": {"k1": self.bm25_params.k1, "b": self.bm25_params.b},
+            "fusion": {
+                "method": self.fusion.method,
+                "weight_dense": self.fusion.weight_dense,
+                "rrf_k": self.fusion.rrf_k,
+                "depth": self.fusion.depth,
+            },
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        with (folder / "chunks.jsonl").open("w", encoding="utf-8") as fh:
+            for cid, text, meta in zip(self._ids, self._texts, self._metas, strict=True):
+                fh.write(json.dumps({"id": cid, "text": text, "metadata": meta}, sort_keys=True) + "\n")
+        if self._vectors is not None:
+            np.save(folder / "vectors.npy", self._vectors, allow_pickle=False)
+        if self._ids:
+            self._ensure_bm25().save(str(folder / "bm25"), show_progress=False)
+        ann = self._ensure_ann()
+        if ann is not None:
+            ann.save(folder / "ann.faiss")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LocalIndex:
+        """Read an index folder written by `save`; a missing, old or foreign folder is a clear error."""
+        folder = Path(path)
+        manifest = _read_manifest(folder)
+        embedder = manifest["embedder"]["name"]
+        index = cls(
+            embeddings=embedder,
+            bm25=BM25Params(**manifest["bm25"]),
+            fusion=FusionParams(**manifest["fusion"]),
+        )
+        with (folder / "chunks.jsonl").open(encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                index._rows[row["id"]] = len(index._ids)
+                index._ids.append(row["id"])
+                index._texts.append(row["text"])
+                index._metas.append(row["metadata"])
+        if (folder / "vectors.npy").exists():
+            index._vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        index._tokens = None  # tokenised again only if the index is changed
+        if (folder / "bm25").exists():
+            index._bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
+        if (folder / "ann.faiss").exists() and ann_available():
+            index._ann = HnswIndex.load(folder / "ann.faiss")
+        return index
+
+
+def _as_chunk(item: Chunk | Document) -> Chunk:
+    if isinstance(item, Chunk):
+        return item
+    cid = item.id or text_hash(item.page_content)[:32]
+    return Chunk(id=cid, text=item.page_content, metadata=dict(item.metadata))
+
+
+def _ranks(candidates: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    rank = {int(r): i for i, r in enumerate(ranked)}
+    return np.array([rank.get(int(c), _UNRANKED) for c in candidates], dtype=np.float64)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    hint = f"Build one with: ragworks ingest DOCS --index {folder}"
+    if not folder.is_dir():
+        raise IndexFormatError(f"No index at {folder}. {hint}")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise IndexFormatError(f"{folder} is not a ragworks index (no {MANIFEST}). {hint}") from None
+    except json.JSONDecodeError as exc:
+        raise IndexFormatError(f"{folder / MANIFEST} is damaged ({exc}). {hint}") from None
+    if manifest.get("format") != INDEX_FORMAT:
+        raise IndexFormatError(f"{folder} holds a {manifest.get('format')!r} index, not a ragworks one. {hint}")
+    if manifest.get("version") != INDEX_VERSION:
+        raise IndexFormatError(
+            f"{folder} was written in index format version {manifest.get('version')}; this ragworks "
+            f"reads version {INDEX_VERSION}. Rebuild it: ragworks ingest DOCS --index {folder}"
+        )
+    return manifest
+
+
+def _swap_dir(new: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

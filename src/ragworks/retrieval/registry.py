@@ -1,0 +1,115 @@
+"""Retrievers built from config by name: `local`, `databricks-vector-search`, `langchain:<module>:<attr>`.
+
+Example:
+    >>> from ragworks.config import RetrieverConfig
+    >>> retriever = get_retriever(RetrieverConfig(type="local", index="./index", k=3))  # doctest: +SKIP
+    >>> retriever.invoke("how do I log an agent?")                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from ragworks.config import AgentConfig, RetrieverConfig, SearchMode
+from ragworks.errors import ConfigError, RagworksError, RetrievalError
+from ragworks.retrieval.local import LocalIndex
+
+logger = logging.getLogger(__name__)
+
+RetrieverFactory = Callable[[RetrieverConfig], BaseRetriever]
+_RETRIEVERS: dict[str, RetrieverFactory] = {}
+
+
+def register_retriever(name: str) -> Callable[[RetrieverFactory], RetrieverFactory]:
+    """Register a retriever factory under a config name."""
+
+    def decorator(factory: RetrieverFactory) -> RetrieverFactory:
+        _RETRIEVERS[name] = factory
+        return factory
+
+    return decorator
+
+
+class LocalRetriever(BaseRetriever):
+    """A LangChain retriever over a `LocalIndex`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: LocalIndex
+    k: int = 5
+    mode: SearchMode = "hybrid"
+    filters: dict[str, Any] | None = None
+    tags: list[str] | None = Field(default_factory=lambda: ["ragworks", "local"])
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: Any) -> LocalRetriever:
+        """Open the index folder at `path`."""
+        return cls(index=LocalIndex.load(path), **kwargs)
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[Document]:
+        merged = {**(self.filters or {}), **(filters or {})} or None
+        try:
+            return self.index.search(query, k=k or self.k, filters=merged, mode=self.mode)
+        except RagworksError:
+            raise
+        except Exception as exc:  # a bug or a damaged index: name the backend
+            raise RetrievalError(f"Local index search failed: {exc}", backend="local") from exc
+
+
+@register_retriever("local")
+def _local(config: RetrieverConfig) -> BaseRetriever:
+    return LocalRetriever.from_path(
+        config.index, k=config.k, mode=config.mode, filters=config.filters, **config.options
+    )
+
+
+def _langchain(config: RetrieverConfig) -> BaseRetriever:
+    spec = config.type.removeprefix("langchain:")
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"Write a LangChain retriever as 'langchain:<module>:<attr>', got {config.type!r}.")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"Cannot import {module_name}:{attr} for retriever {config.type!r}: {exc}") from exc
+    retriever = target if isinstance(target, BaseRetriever) else target(**config.options)
+    if not isinstance(retriever, BaseRetriever):
+        raise ConfigError(
+            f"{module_name}:{attr} gave a {type(retriever).__name__}, not a LangChain BaseRetriever."
+        )
+    return retriever
+
+
+def get_retriever(config: RetrieverConfig | AgentConfig | dict[str, Any]) -> BaseRetriever:
+    """Build the retriever a config names."""
+    if isinstance(config, AgentConfig):
+        config = config.retriever
+    elif isinstance(config, dict):
+        config = AgentConfig.load({"retriever": config}).retriever
+    if config.type.startswith("langchain:"):
+        return _langchain(config)
+    try:
+        factory = _RETRIEVERS[config.type]
+    except KeyError:
+        if config.type == "databricks-vector-search":
+            importlib.import_module("ragworks.retrieval.vector_search")
+            return _RETRIEVERS[config.type](config)
+        available = ", ".join(sorted([*_RETRIEVERS, "langchain:<module>:<attr>"]))
+        raise ConfigError(f"Unknown retriever {config.type!r}. Available: {available}.") from None
+    return factory(config)

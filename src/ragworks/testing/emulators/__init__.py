@@ -1,0 +1,1 @@
+"""ragworks.testing.emulators."""
