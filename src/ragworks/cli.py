@@ -1,0 +1,175 @@
+"""The `ragworks` command line: quickstart, ingest, search, chat, serve, eval, log-model.
+
+Example:
+    $ ragworks ingest docs/ --index ./index
+    $ ragworks search "how do I log an agent?" --index ./index -k 3
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ragworks import __version__
+from ragworks.config import get_settings
+from ragworks.errors import RagworksError
+
+app = typer.Typer(
+    name="ragworks",
+    help="Build, serve and evaluate retrieval-augmented agents on MLflow.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+_state = {"debug": False}
+
+
+def handle_errors(func: F) -> F:
+    """Turn any error into one readable line and exit 1 (the traceback too with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RagworksError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("Interrupted.")
+        except Exception as exc:
+            _fail(f"{type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str) -> None:
+    if _state["debug"]:
+        traceback.print_exc()
+    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ragworks {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    """Build, serve and evaluate retrieval-augmented agents on MLflow."""
+    _state["debug"] = debug or get_settings().debug
+    logging.basicConfig(
+        level=logging.DEBUG if _state["debug"] else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("bm25s", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if _state["debug"] else logging.WARNING)
+
+
+IndexOpt = Annotated[
+    Path, typer.Option("--index", "-i", envvar="RAGWORKS_INDEX", help="Index folder.", show_default=True)
+]
+
+
+@app.command()
+@handle_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (.txt .md .html .pdf).")],
+    index: IndexOpt = Path("./index"),
+    embeddings: Annotated[
+        str,
+        typer.Option(
+            "--embeddings", envvar="RAGWORKS_EMBEDDINGS", help="auto | minilm | hashing | none (new indexes)."
+        ),
+    ] = "auto",
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=50, help="Characters per chunk.")] = 1000,
+    chunk_overlap: Annotated[
+        int, typer.Option("--chunk-overlap", min=0, help="Characters shared by neighbouring chunks.")
+    ] = 150,
+    max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Skip files larger than this.")] = 50.0,
+) -> None:
+    """Index files and folders into a local index (incremental: unchanged files are skipped)."""
+    from ragworks.retrieval.ingest import ingest as run_ingest
+
+    report = run_ingest(
+        paths,
+        index,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        embeddings=embeddings,
+        max_file_mb=max_file_mb,
+    )
+    typer.echo(f"Index {index}: embeddings {report.embedder}")
+    typer.echo(report.summary())
+
+
+@app.command()
+@handle_errors
+def search(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    index: IndexOpt = Path("./index"),
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many chunks to return.")] = 5,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", "-f", help="Metadata filter FIELD=VALUE, FIELD=A,B, FIELD!=V, FIELD>=N."),
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense.")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of results.")] = False,
+) -> None:
+    """Search a local index and print the best chunks."""
+    from ragworks.retrieval.filters import parse_filter_arg
+    from ragworks.retrieval.local import LocalIndex
+
+    parsed = dict(parse_filter_arg(f) for f in filters or [])
+    docs = LocalIndex.load(index).search(query, k=k, filters=parsed or None, mode=mode)  # type: ignore[arg-type]
+    if as_json:
+        rows = [
+            {"id": d.id, "score": d.metadata["score"], "text": d.page_content, "metadata": d.metadata}
+            for d in docs
+        ]
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not docs:
+        typer.echo("No results.")
+    for rank, doc in enumerate(docs, 1):
+        where = f"{doc.metadata.get('source', '?')}#{doc.metadata.get('chunk_index', '?')}"
+        typer.echo(f"{rank}. [{doc.metadata['score']:.3f}] {where}")
+        typer.echo("   " + " ".join(doc.page_content.split())[:300])
+
+
+@app.command()
+@handle_errors
+def quickstart(
+    workdir: Annotated[
+        Path, typer.Option("--dir", help="Where the docs, index and MLflow store go.")
+    ] = Path(".ragworks/quickstart"),
+    embeddings: Annotated[str, typer.Option("--embeddings", help="auto | minilm | hashing | none.")] = "auto",
+) -> None:
+    """Index the docs ragworks ships and answer questions about ragworks from them."""
+    from ragworks.quickstart import run_search_quickstart
+
+    run_search_quickstart(workdir, typer.echo, embeddings=embeddings)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # `ragworks search ... | head`
+        sys.exit(0)
