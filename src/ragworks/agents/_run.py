@@ -1,0 +1,155 @@
+"""One run of a graph as a stream of neutral events; both MLflow adapters map these events.
+
+`graph.stream(stream_mode=["messages", "updates"])` gives token chunks while a node runs and the
+node's state update when it ends. Text deltas come from the chunks of answer nodes; finished
+messages, tool calls, tool results and documents come from the updates. Invariant: for every text
+item, the concatenated deltas equal the finished text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+from ragworks.agents._messages import content_text, message_text
+from ragworks.agents.graphs import ANSWER_NODES
+from ragworks.agents.prompts import cited_numbers, source_name
+
+SNIPPET_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextDelta:
+    """A piece of assistant text, as the model streams it."""
+
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextDone:
+    """A finished assistant text; `final` marks the answer that ends the run (it carries the sources)."""
+
+    item_id: str
+    text: str
+    final: bool = False
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallEvent:
+    """The model asked for a tool."""
+
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResultEvent:
+    """A tool's output (or its error text)."""
+
+    call_id: str
+    output: str
+
+
+AgentEvent = TextDelta | TextDone | ToolCallEvent | ToolResultEvent
+
+
+def new_item_id(prefix: str = "msg") -> str:
+    """A fresh id for a Responses output item."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def sources_payload(docs: Sequence[Document], answer: str) -> list[dict[str, Any]]:
+    """The sources shown to the model, numbered as in the prompt; `cited` if the answer cites them."""
+    cited = cited_numbers(answer)
+    return [
+        {
+            "n": n,
+            "id": doc.id,
+            "source": source_name(doc),
+            "score": doc.metadata.get("score"),
+            "snippet": doc.page_content[:SNIPPET_CHARS],
+            "cited": n in cited,
+        }
+        for n, doc in enumerate(docs, start=1)
+    ]
+
+
+@dataclass(slots=True)
+class _Run:
+    documents: list[Document] = field(default_factory=list)
+    streamed: dict[str, str] = field(default_factory=dict)
+    """Text streamed so far per message id."""
+    items: dict[str, str] = field(default_factory=dict)
+    """Output item id per message id."""
+    open_key: str | None = None
+
+    def delta(self, chunk: AIMessageChunk) -> TextDelta | None:
+        text = content_text(chunk.content)
+        if not text:
+            return None
+        key = chunk.id or self.open_key or "answer"
+        self.open_key = key
+        self.streamed[key] = self.streamed.get(key, "") + text
+        return TextDelta(item_id=self.items.setdefault(key, new_item_id()), delta=text)
+
+    def finish(self, message: AIMessage) -> Iterator[AgentEvent]:
+        key = message.id if message.id in self.streamed else self.open_key
+        self.open_key = None
+        streamed = self.streamed.pop(key, "") if key else ""
+        item_id = self.items.pop(key, None) if key else None
+        item_id = item_id or new_item_id()
+        text = message_text(message)
+        if text.startswith(streamed) and text != streamed:
+            yield TextDelta(item_id=item_id, delta=text[len(streamed) :])
+        elif not text.startswith(streamed):
+            text = streamed  # the stream is what the client saw
+        final = not message.tool_calls
+        if text or final:
+            sources = sources_payload(self.documents, text) if final else []
+            yield TextDone(item_id=item_id, text=text, final=final, sources=sources)
+        for call in message.tool_calls:
+            yield ToolCallEvent(
+                item_id=new_item_id("fc"),
+                call_id=str(call["id"]),
+                name=call["name"],
+                arguments=json.dumps(call["args"]),
+            )
+
+
+def run_graph(
+    graph: CompiledStateGraph, messages: list[BaseMessage], *, config: RunnableConfig | None = None
+) -> Iterator[AgentEvent]:
+    """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`."""
+    run = _Run()
+    stream = graph.stream({"messages": messages}, config, stream_mode=["messages", "updates"])
+    for mode, payload in stream:
+        if mode == "messages":
+            chunk, meta = payload
+            if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") in ANSWER_NODES:
+                delta = run.delta(chunk)
+                if delta is not None:
+                    yield delta
+            continue
+        for update in payload.values():
+            yield from _update_events(run, update or {})
+
+
+def _update_events(run: _Run, update: dict[str, Any]) -> Iterator[AgentEvent]:
+    run.documents.extend(update.get("documents") or [])
+    for message in update.get("messages") or []:
+        if isinstance(message, AIMessage):
+            yield from run.finish(message)
+        elif isinstance(message, ToolMessage):
+            yield ToolResultEvent(call_id=message.tool_call_id, output=message_text(message))

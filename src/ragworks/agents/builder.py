@@ -1,0 +1,46 @@
+"""Build graphs and agents from an `AgentConfig`: the one place config becomes running parts.
+
+Example:
+    >>> cfg = {"llm": "offline", "retriever": {"type": "local", "index": "./index"}}
+    >>> agent = build_agent(cfg)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+
+from ragworks.agents.chat_model import RagChatModel
+from ragworks.agents.graphs import build_rag_graph, build_tool_agent
+from ragworks.agents.responses_agent import RagResponsesAgent
+from ragworks.config import AgentConfig
+from ragworks.models import get_chat_model
+from ragworks.retrieval.registry import get_retriever
+from ragworks.tools.registry import agent_tools
+
+ConfigLike = AgentConfig | dict[str, Any] | str | Path | None
+
+
+def build_graph(config: ConfigLike = None) -> CompiledStateGraph:
+    """Compile the graph a config describes: the rag graph or the tool-calling agent."""
+    cfg = AgentConfig.load(config)
+    retriever = get_retriever(cfg.retriever)
+    llm = get_chat_model(cfg.llm, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    if cfg.agent == "rag":
+        return build_rag_graph(retriever, llm, system_prompt=cfg.system_prompt)
+    tools = agent_tools(retriever, cfg.tools)
+    return build_tool_agent(llm, tools, max_steps=cfg.max_steps, system_prompt=cfg.system_prompt)
+
+
+def build_agent(config: ConfigLike = None) -> RagResponsesAgent:
+    """Build the MLflow `ResponsesAgent` for a config (an instance, a dict, a YAML path, or None)."""
+    cfg = AgentConfig.load(config)
+    return RagResponsesAgent(build_graph(cfg), config=cfg)
+
+
+def build_chat_agent(config: ConfigLike = None) -> RagChatModel:
+    """Build the chat-completions `ChatModel` for a config (prefer `build_agent`)."""
+    cfg = AgentConfig.load(config)
+    return RagChatModel(build_graph(cfg), config=cfg)

@@ -1,0 +1,57 @@
+"""Tools by name: `module:function` specs from the config become LangChain tools.
+
+A function becomes a `StructuredTool` whose argument schema comes from its type hints (pydantic
+models included) and whose description is its docstring. A `BaseTool` instance is used as it is.
+
+Example:
+    >>> tools = load_tools(["my_pkg.tools:get_weather"])        # doctest: +SKIP
+    >>> tools[0].name                                            # doctest: +SKIP
+    'get_weather'
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Sequence
+
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.tools import BaseTool, StructuredTool
+
+from ragworks.errors import ConfigError
+from ragworks.tools.retriever_tool import make_retriever_tool
+
+
+def load_tool(spec: str) -> BaseTool:
+    """Import the tool a `module:function` spec names."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"Write a tool as 'module:function', got {spec!r}.")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"Cannot import tool {spec!r}: {exc}. Check the module path and the name.") from exc
+    if isinstance(target, BaseTool):
+        return target
+    if not callable(target):
+        raise ConfigError(f"Tool {spec!r} is a {type(target).__name__}, not a function or a LangChain tool.")
+    description = inspect.getdoc(target) or f"Call {attr}."
+    try:
+        return StructuredTool.from_function(func=target, name=attr, description=description)
+    except Exception as exc:  # untyped or unsupported signatures
+        raise ConfigError(f"Cannot turn {spec!r} into a tool: {exc}. Give its arguments type hints.") from exc
+
+
+def load_tools(specs: Sequence[str]) -> list[BaseTool]:
+    """Import every tool the config lists."""
+    return [load_tool(spec) for spec in specs]
+
+
+def agent_tools(retriever: BaseRetriever, specs: Sequence[str] = ()) -> list[BaseTool]:
+    """The tools of a tool-calling agent: the retriever tool first, then the configured ones."""
+    tools = [make_retriever_tool(retriever), *load_tools(specs)]
+    names = [t.name for t in tools]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"Tool names must be unique; {', '.join(duplicates)} appear twice. Rename one.")
+    return tools
