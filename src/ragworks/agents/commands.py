@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,8 +178,15 @@ def traced(on: bool, func: Callable[[], T]) -> T:
 
 
 def use_tracking_store() -> str:
-    """Use MLFLOW_TRACKING_URI, or a SQLite store in the current folder; return the URI."""
+    """Use MLFLOW_TRACKING_URI, or a SQLite store in the current folder; return the URI.
+
+    MLflow's INFO lines and download progress bars are turned off unless the CLI runs with --debug.
+    """
     import mlflow
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     uri = env_flag("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)

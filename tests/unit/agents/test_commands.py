@@ -1,7 +1,11 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import typer
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ragworks.agents.commands import format_sources, register, ui_hint
@@ -112,3 +116,43 @@ def test_format_sources_and_ui_hint() -> None:
     assert format_sources([{"n": 1, "source": "a.md"}])[0].startswith("Retrieved")
     assert ui_hint("sqlite:///mlflow.db") == "mlflow ui --backend-store-uri sqlite:///mlflow.db"
     assert ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000"
+
+
+QUICKSTART = """
+import typer
+from ragworks.agents.commands import register
+
+app = typer.Typer()
+
+
+@app.callback()
+def main() -> None:
+    pass
+
+
+register(app)
+app()
+"""
+
+
+def test_quickstart_answers_logs_and_traces(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI", "MLFLOW_TRACE_SAMPLING_RATIO"}
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", QUICKSTART, "quickstart", "--embeddings", "hashing"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.count("Sources:") == 3
+    assert "Logged model models:/" in done.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in done.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("ragworks-quickstart")
+    traces = client.search_traces(locations=[experiment.experiment_id])
+    assert len(traces) >= 3
+    assert {"AGENT", "RETRIEVER", "CHAT_MODEL"} <= {s.span_type for s in traces[0].data.spans}
