@@ -1,0 +1,244 @@
+"""A tiny OpenAI-compatible chat-completions server on 127.0.0.1 whose replies a test scripts.
+
+It speaks enough of the API for the real `openai` client: `POST /v1/chat/completions` (plain JSON,
+or SSE when `stream` is true, with tool calls and usage) and `GET /v1/models`. Replies come from a
+queue, or from a `responder(request) -> StubReply` function (handy for LLM-judge tests). Error
+replies (`StubReply(status=429)`) exercise the client's retries and ragworks' error messages.
+
+Example:
+    >>> with OpenAIStub(["Hello there."]) as stub:                      # doctest: +SKIP
+    ...     client = openai.OpenAI(base_url=stub.base_url, api_key="x")
+    ...     client.chat.completions.create(model="m", messages=[...]).choices[0].message.content
+    'Hello there.'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_WORDS = re.compile(r"\S+\s*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StubReply:
+    """One scripted answer: text, tool calls, or an HTTP error."""
+
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Each `{"name": ..., "arguments": {...}}`; ids are generated when missing."""
+    status: int = 200
+    """A non-200 status sends an OpenAI-style error body instead."""
+    error: str = "stub error"
+    retry_after_ms: int | None = 5
+    """Sent with 429/5xx replies so the client's retry waits only this long."""
+    usage: dict[str, int] | None = None
+    """Token usage; by default, word counts of the prompt and the reply."""
+
+
+Responder = Callable[[dict[str, Any]], StubReply]
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """What the stub received: the JSON body and the headers (the test may check auth)."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class OpenAIStub:
+    """A scripted OpenAI-compatible server; use it as a context manager or `start()` / `stop()`."""
+
+    def __init__(
+        self,
+        replies: Iterable[StubReply | str] = (),
+        *,
+        responder: Responder | None = None,
+        model: str = "stub-model",
+    ) -> None:
+        self.model = model
+        self.responder = responder
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[StubReply] = deque()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.enqueue(*replies)
+
+    def enqueue(self, *replies: StubReply | str) -> None:
+        """Add replies to the end of the queue."""
+        with self._lock:
+            self._queue.extend(StubReply(content=r) if isinstance(r, str) else r for r in replies)
+
+    @property
+    def base_url(self) -> str:
+        """The `/v1` URL to give the `openai` client (OPENAI_BASE_URL)."""
+        if self._server is None:
+            raise RuntimeError("Start the stub first (use it as a context manager).")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> OpenAIStub:
+        """Serve on a free port of 127.0.0.1 in a background thread."""
+        handler = type("_Handler", (_Handler,), {"stub": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-stub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> OpenAIStub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def next_reply(self, body: dict[str, Any]) -> StubReply:
+        """The reply to a request: the responder's, else the next queued one."""
+        if self.responder is not None:
+            return self.responder(body)
+        with self._lock:
+            if not self._queue:
+                return StubReply(
+                    status=500, error="OpenAIStub has no scripted reply left.", retry_after_ms=None
+                )
+            return self._queue.popleft()
+
+    def record(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Keep a request for the test to inspect."""
+        with self._lock:
+            self.requests.append(RecordedRequest(body=body, headers=headers))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    stub: OpenAIStub
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        return
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": self.stub.model, "object": "model"}]})
+        else:
+            self._json(404, _error_body("not found", 404))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._json(400, _error_body("invalid JSON body", 400))
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._json(404, _error_body(f"no route {self.path}", 404))
+            return
+        self.stub.record(body, {k.lower(): v for k, v in self.headers.items()})
+        reply = self.stub.next_reply(body)
+        if reply.status != 200:
+            headers = (
+                {"retry-after-ms": str(reply.retry_after_ms)} if reply.retry_after_ms is not None else {}
+            )
+            self._json(reply.status, _error_body(reply.error, reply.status), headers)
+        elif body.get("stream"):
+            self._sse(_stream_chunks(body, reply, self.stub.model))
+        else:
+            self._json(200, _completion(body, reply, self.stub.model))
+
+    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(self, chunks: Iterator[dict[str, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()  # HTTP/1.0: the body ends when the connection closes
+        for chunk in chunks:
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+def _error_body(message: str, status: int) -> dict[str, Any]:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
+    return {"error": {"message": message, "type": kind.get(status, "server_error"), "code": None}}
+
+
+def _tool_calls(reply: StubReply) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))},
+        }
+        for call in reply.tool_calls
+    ]
+
+
+def _usage(body: dict[str, Any], reply: StubReply) -> dict[str, int]:
+    if reply.usage is not None:
+        return reply.usage
+    prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+    completion = len(reply.content.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(body: dict[str, Any], reply: StubReply, model: str) -> dict[str, Any]:
+    calls = _tool_calls(reply)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model") or model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": _usage(body, reply),
+    }
+
+
+def _stream_chunks(body: dict[str, Any], reply: StubReply, model: str) -> Iterator[dict[str, Any]]:
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model") or model,
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    for word in _WORDS.findall(reply.content):
+        yield chunk({"content": word})
+    calls = _tool_calls(reply)
+    for index, call in enumerate(calls):
+        yield chunk({"tool_calls": [{"index": index, **call}]})
+    yield chunk({}, "tool_calls" if calls else "stop")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield {**base, "choices": [], "usage": _usage(body, reply)}
