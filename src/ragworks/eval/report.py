@@ -1,0 +1,113 @@
+"""Reports of a suite run: a plain-text summary, Markdown, and HTML with a score histogram per metric."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ragworks.eval.runner import SuiteResult
+
+BINS = 10
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def summary_table(result: SuiteResult) -> str:
+    """Metrics as an aligned text table, then the thresholds / regressions verdict."""
+    width = max([len("metric"), *(len(n) for n in result.metrics)])
+    lines = [f"{'metric':<{width}}  {'mean':>6}  {'95% CI':>15}  {'n':>4}  {'errors':>6}"]
+    for name, m in result.metrics.items():
+        ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
+        lines.append(f"{name:<{width}}  {_fmt(m.mean):>6}  {ci:>15}  {m.n:>4}  {m.errors:>6}")
+    if result.judge_stats:
+        stats = ", ".join(f"{k} {v}" for k, v in result.judge_stats.items())
+        lines.append(f"judge {result.judge}: {stats}")
+    lines.extend(f"FAIL {f}" for f in result.failures)
+    lines.extend(
+        f"REGRESSION {r.metric}: {r.current:.3f} < baseline bound {r.bound:.3f} "
+        f"(baseline mean {r.baseline:.3f})"
+        for r in result.regressions
+    )
+    lines.append("PASSED" if result.passed else "FAILED")
+    return "\n".join(lines)
+
+
+def histogram(values: list[float], bins: int = BINS) -> list[int]:
+    """Counts of values in equal-width bins over [0, 1] (the last bin includes 1.0)."""
+    counts = [0] * bins
+    for value in values:
+        counts[min(bins - 1, max(0, int(value * bins)))] += 1
+    return counts
+
+
+def _svg(values: list[float]) -> str:
+    counts, width, height = histogram(values), 220, 60
+    top = max(counts) or 1
+    bar = width / len(counts)
+    rects = "".join(
+        f'<rect x="{i * bar + 1:.1f}" y="{height - c / top * height:.1f}" width="{bar - 2:.1f}" '
+        f'height="{c / top * height:.1f}" fill="#3b82f6">'
+        f"<title>{i / BINS:.1f}-{(i + 1) / BINS:.1f}: {c}</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    return (
+        f'<svg width="{width}" height="{height + 14}" role="img">{rects}<text x="0" y="{height + 12}" '
+        f'font-size="10">0</text><text x="{width - 8}" y="{height + 12}" font-size="10">1</text></svg>'
+    )
+
+
+def render_markdown(result: SuiteResult) -> str:
+    """The report as Markdown: metrics table, verdict, and the lowest-scoring rows."""
+    lines = [
+        f"# Eval report: {result.suite}",
+        "",
+        f"Run `{result.run_id}`, judge `{result.judge}`.",
+        "",
+        "| metric | mean | 95% CI | n | errors |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in result.metrics.items():
+        lines.append(
+            f"| {name} | {_fmt(m.mean)} | [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}] | {m.n} | {m.errors} |"
+        )
+    lines += ["", "**PASSED**" if result.passed else "**FAILED**"]
+    lines += [f"- {f}" for f in result.failures]
+    lines += [f"- regression {r.metric}: {r.current:.3f} < {r.bound:.3f}" for r in result.regressions]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(result: SuiteResult) -> str:
+    """The report as one self-contained HTML page with a histogram per metric and the rows table."""
+    esc = html.escape
+    rows = []
+    for name, m in result.metrics.items():
+        rows.append(
+            f"<tr><td>{esc(name)}</td><td>{_fmt(m.mean)}</td><td>[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
+            f"</td><td>{m.n}</td><td>{m.errors}</td><td>{_svg(result.values.get(name, []))}</td></tr>"
+        )
+    verdict = "PASSED" if result.passed else "FAILED"
+    problems = "".join(f"<li>{esc(f)}</li>" for f in result.failures) + "".join(
+        f"<li>regression {esc(r.metric)}: {r.current:.3f} &lt; {r.bound:.3f}</li>" for r in result.regressions
+    )
+    table = (
+        result.table.to_html(index=False, na_rep="", escape=True, max_rows=500) if len(result.table) else ""
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Eval report: {esc(result.suite)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;"
+        "vertical-align:top;font-size:13px}table{border-collapse:collapse}</style></head><body>"
+        f"<h1>Eval report: {esc(result.suite)}</h1><p>Run <code>{esc(result.run_id)}</code>, judge "
+        f"<code>{esc(result.judge)}</code>, {result.elapsed_s:.1f}s.</p><h2>{verdict}</h2><ul>{problems}</ul>"
+        "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th><th>errors</th>"
+        "<th>histogram</th></tr>"
+        f"{''.join(rows)}</table><h2>Rows</h2>{table}</body></html>"
+    )
+
+
+def render(result: SuiteResult, *, fmt: str = "html") -> str:
+    """The report in `html` or `md`."""
+    return render_markdown(result) if fmt == "md" else render_html(result)
