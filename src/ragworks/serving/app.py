@@ -148,13 +148,24 @@ def _load_logged(model_uri: str) -> ResponsesAgent:
             f"Could not load the model {model_uri!r}: {exc}. Check the URI (models:/<name>/<version> or "
             "runs:/<run_id>/<path>) and MLFLOW_TRACKING_URI."
         ) from exc
-    agent = model.unwrap_python_model()
+    agent = _raw_model(model)
     if not isinstance(agent, ResponsesAgent):
         raise ConfigError(
             f"The model {model_uri!r} is a {type(agent).__name__}, not a ResponsesAgent; "
             "log it with `ragworks log-model` (or mlflow.pyfunc.log_model of a ResponsesAgent)."
         )
     return agent
+
+
+def _raw_model(model: Any) -> object:
+    """The Python object behind a loaded pyfunc model (`get_raw_model` for ResponsesAgents)."""
+    try:
+        return model.get_raw_model()
+    except NotImplementedError:
+        try:
+            return model.unwrap_python_model()
+        except Exception:  # not a Python model at all (e.g. a flavor such as sklearn)
+            return model
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
