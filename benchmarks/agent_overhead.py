@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.retrievers import BaseRetriever
 from langgraph.graph import END, START, StateGraph
 
@@ -101,12 +101,13 @@ def make_parts(workdir: Path, model: str) -> tuple[BaseRetriever, BaseChatModel]
     if model == "offline":
         return retriever, OfflineChatModel()
     answer = "ragworks builds, serves and evaluates retrieval-augmented agents on MLflow [1]."
-    return retriever, ScriptedChatModel(responses=[answer], repeat_last=True, usage=True)
+    return retriever, ScriptedChatModel(responses=[AIMessage(answer)], repeat_last=True, usage=True)
 
 
 def run(requests: int, model: str) -> dict[str, list[float]]:
     import mlflow
     from mlflow.tracing.provider import trace_disabled
+    from mlflow.types.responses import ResponsesAgentRequest
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -118,11 +119,14 @@ def run(requests: int, model: str) -> dict[str, list[float]]:
         bare = bare_graph(retriever, llm)
         agent = RagResponsesAgent(build_rag_graph(retriever, llm))
 
+        def request(question: str) -> ResponsesAgentRequest:
+            return ResponsesAgentRequest.model_validate({"input": [{"role": "user", "content": question}]})
+
         def predict(question: str) -> object:
-            return agent.predict({"input": [{"role": "user", "content": question}]})
+            return agent.predict(request(question))
 
         def stream(question: str) -> object:
-            return list(agent.predict_stream({"input": [{"role": "user", "content": question}]}))
+            return list(agent.predict_stream(request(question)))
 
         variants: dict[str, Callable[[str], object]] = {
             "(a) bare graph": lambda q: bare.invoke({"question": q}),

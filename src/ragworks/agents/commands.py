@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ragworks.config import AgentConfig, env_flag
+from ragworks.config import AgentConfig, RetrieverConfig, env_flag
 
 if TYPE_CHECKING:
     from ragworks.agents.responses_agent import RagResponsesAgent
@@ -106,8 +106,10 @@ class Answer:
 
 def stream_answer(agent: RagResponsesAgent, messages: Sequence[dict[str, Any]], write: Write) -> Answer:
     """Run `predict_stream`, writing text deltas (and tool calls) as they come; return the answer."""
+    from mlflow.types.responses import ResponsesAgentRequest
+
     answer = Answer()
-    for event in agent.predict_stream({"input": list(messages)}):
+    for event in agent.predict_stream(ResponsesAgentRequest.model_validate({"input": list(messages)})):
         data = event if isinstance(event, dict) else event.model_dump(exclude_none=True)
         if data.get("type") == "response.output_text.delta":
             write(data["delta"])
@@ -281,7 +283,7 @@ def _quickstart_config(workdir: Path, embeddings: str) -> AgentConfig:
 
     index_dir, report = prepare(workdir, embeddings=embeddings)
     typer.echo(f"Indexed {workdir / 'docs'} into {index_dir} (embeddings: {report.embedder})")
-    retriever = {"type": "local", "index": str(index_dir.resolve()), "k": 4}
+    retriever = RetrieverConfig(type="local", index=str(index_dir.resolve()), k=4)
     cfg = AgentConfig(name="ragworks-quickstart", retriever=retriever)
     cfg.to_yaml(workdir / "agent.yaml")
     return cfg

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import typer
@@ -156,3 +157,27 @@ def test_quickstart_answers_logs_and_traces(tmp_path: Path) -> None:
     traces = client.search_traces(locations=[experiment.experiment_id])
     assert len(traces) >= 3
     assert {"AGENT", "RETRIEVER", "CHAT_MODEL"} <= {s.span_type for s in traces[0].data.spans}
+
+
+def test_log_model_passes_the_options_to_log_agent(
+    app: typer.Typer, index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ragworks.agents.logged_model as logged_model
+
+    calls = []
+
+    def fake_log_agent(config: AgentConfig, name: str, registered: str | None, *, index_path: Path) -> object:
+        calls.append((config, name, registered, index_path))
+        return SimpleNamespace(model_uri="models:/m-1", model_id="m-1", registered_model_version=2)
+
+    monkeypatch.setattr(logged_model, "log_agent", fake_log_agent)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    config = tmp_path / "agent.yaml"
+    AgentConfig(retriever={"type": "local", "index": str(index), "k": 2}).to_yaml(config)
+    args = ["log-model", "-c", str(config), "--index", str(index), "--name", "rag"]
+    args += ["--registered-model-name", "r"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [(cfg, name, registered, index_path)] = calls
+    assert (cfg.retriever.k, name, registered, index_path) == (2, "rag", "r", index)
+    assert "Logged model models:/m-1" in result.output and "Registered version 2" in result.output
