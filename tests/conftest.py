@@ -45,10 +45,13 @@ def _is_local(host: Any) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail any test that opens a connection to, or resolves, a non-loopback host."""
+def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any test that opens a connection to, or resolves, a non-loopback host.
+
+    Yields the list of blocked attempts; a test of the guard itself may inspect and clear it.
+    """
     if request.node.get_closest_marker("live"):
-        yield
+        yield []
         return
     attempts: list[str] = []
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
@@ -76,7 +79,7 @@ def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield
+    yield attempts
     if attempts:
         pytest.fail(f"The test tried to use the network: {', '.join(attempts)}", pytrace=False)
 

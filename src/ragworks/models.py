@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from langchain_core.language_models import BaseChatModel
 
@@ -23,8 +23,8 @@ from ragworks.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-ChatModelFactory = Callable[[str, float, "int | None"], BaseChatModel]
-_PREFIXES = ("offline", "openai:", "databricks:")
+if TYPE_CHECKING:
+    import openai
 
 
 def get_chat_model(
@@ -46,7 +46,7 @@ def get_chat_model(
     )
 
 
-def make_openai_client() -> object:
+def make_openai_client() -> openai.OpenAI:
     """An `openai.OpenAI` client from OPENAI_API_KEY / OPENAI_BASE_URL, read now."""
     import openai
 
@@ -73,7 +73,7 @@ def _openai_model(model: str, *, temperature: float, max_tokens: int | None) -> 
     )
 
 
-def make_databricks_client() -> object:
+def make_databricks_client() -> openai.OpenAI:
     """An `openai.OpenAI` client for `{host}/serving-endpoints`, with a token that refreshes per request."""
     import openai
 

@@ -13,6 +13,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.tool import tool_call
 
 from ragworks.errors import ConfigError
 
@@ -116,12 +117,12 @@ def _append_tool_call(messages: list[BaseMessage], item: Mapping[str, Any]) -> N
         args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
     except json.JSONDecodeError:
         args = {"input": arguments}
-    call = {"name": str(item.get("name")), "args": args, "id": str(item.get("call_id")), "type": "tool_call"}
+    call = tool_call(name=str(item.get("name")), args=args, id=str(item.get("call_id")))
     last = messages[-1] if messages else None
     if isinstance(last, AIMessage):
-        last.tool_calls = [*last.tool_calls, call]  # type: ignore[list-item]
+        last.tool_calls = [*last.tool_calls, call]
     else:
-        messages.append(AIMessage(content="", tool_calls=[call]))  # type: ignore[list-item]
+        messages.append(AIMessage(content="", tool_calls=[call]))
 
 
 def split_system(messages: Sequence[BaseMessage]) -> tuple[str, list[BaseMessage]]:

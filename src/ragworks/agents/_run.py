@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
@@ -136,13 +136,13 @@ def run_graph(
     stream = graph.stream({"messages": messages}, config, stream_mode=["messages", "updates"])
     for mode, payload in stream:
         if mode == "messages":
-            chunk, meta = payload
+            chunk, meta = cast(tuple[BaseMessage, dict[str, Any]], payload)
             if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") in ANSWER_NODES:
                 delta = run.delta(chunk)
                 if delta is not None:
                     yield delta
             continue
-        for update in payload.values():
+        for update in cast(dict[str, Any], payload).values():
             yield from _update_events(run, update or {})
 
 

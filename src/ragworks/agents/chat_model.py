@@ -59,7 +59,7 @@ class RagChatModel(ChatModel):
         self.model_name = config.name if config else "ragworks-agent"
 
     @mlflow.trace(name="predict", span_type=SpanType.AGENT)
-    def predict(
+    def predict(  # type: ignore[override]  # ChatModel's signature, not PythonModel's
         self, context: Any, messages: list[ChatMessage], params: ChatParams
     ) -> ChatCompletionResponse:
         """Answer a chat; the reduction of `predict_stream`'s chunks."""
@@ -73,7 +73,7 @@ class RagChatModel(ChatModel):
         )
 
     @mlflow.trace(name="predict_stream", span_type=SpanType.AGENT, output_reducer=_reduce_chunks)
-    def predict_stream(
+    def predict_stream(  # type: ignore[override]  # ChatModel's signature, not PythonModel's
         self, context: Any, messages: list[ChatMessage], params: ChatParams
     ) -> Generator[ChatCompletionChunk, None, None]:
         """Stream the answer as chat-completion chunks; the last one carries the sources."""
@@ -82,7 +82,7 @@ class RagChatModel(ChatModel):
     def _chunks(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatCompletionChunk]:
         self._annotate(params)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        items = [m.to_dict() if hasattr(m, "to_dict") else dict(m) for m in messages]
+        items = [m.to_dict() for m in messages]
         texts_done = 0
         for event in run_graph(self.graph, chat_to_messages(items)):
             if isinstance(event, TextDelta):

@@ -159,7 +159,8 @@ def build_tool_agent(
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         known = len(state.get("documents", []))
-        messages, found = [], []
+        messages: list[ToolMessage] = []
+        found: list[Document] = []
         for call in last.tool_calls:
             message, docs = _run_tool(by_name, call, start=known + len(found) + 1)
             messages.append(message)

@@ -22,6 +22,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -205,12 +206,12 @@ def _chunk_message(chunk: Any) -> AIMessageChunk:
     choice = chunk.choices[0]
     delta = choice.delta
     tool_chunks = [
-        {
-            "name": tc.function.name if tc.function else None,
-            "args": tc.function.arguments if tc.function else None,
-            "id": tc.id,
-            "index": tc.index,
-        }
+        tool_call_chunk(
+            name=tc.function.name if tc.function else None,
+            args=tc.function.arguments if tc.function else None,
+            id=tc.id,
+            index=tc.index,
+        )
         for tc in (delta.tool_calls or [])
     ]
     metadata = (

@@ -52,11 +52,13 @@ class RagResponsesAgent(ResponsesAgent):
         """Trace output of `predict_stream`: like MLflow's reducer, but keeping `custom_outputs`."""
         return reduce_stream(chunks).model_dump(exclude_none=True)
 
-    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+    def predict(  # type: ignore[override]  # ResponsesAgent's signature, not PythonModel's
+        self, request: ResponsesAgentRequest
+    ) -> ResponsesAgentResponse:
         """Answer a request; the reduction of `predict_stream`'s events."""
         return reduce_stream(self._events(request))
 
-    def predict_stream(
+    def predict_stream(  # type: ignore[override]  # ResponsesAgent's signature, not PythonModel's
         self, request: ResponsesAgentRequest
     ) -> Generator[ResponsesAgentStreamEvent, None, None]:
         """Stream text deltas as the model writes, then each finished output item."""

@@ -45,6 +45,17 @@ def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
         get_chat_model("openai:gpt-4o-mini").invoke("hi")
 
 
+def test_real_openai_is_blocked_by_the_network_guard(
+    _no_network: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-key")
+    with pytest.raises(RuntimeError, match="Tests may not resolve 'api.openai.com'"):
+        get_chat_model("openai:gpt-4o-mini").invoke("hi")
+    assert any("api.openai.com" in attempt for attempt in _no_network)
+    _no_network.clear()  # reaching out was the point of this test; do not fail it
+
+
 def test_invoke_sends_messages_and_reads_usage(stub: OpenAIStub) -> None:
     stub.enqueue("Hello there.")
     model = get_chat_model("openai:stub-model", temperature=0.2, max_tokens=50)
