@@ -31,6 +31,11 @@ except PackageNotFoundError:  # running from a source tree without an install
 # Heavy parts (numpy, bm25s, mlflow, langgraph) load on first use so `ragworks --help` stays fast.
 _LAZY = {
     "Chunk": "ragworks.retrieval.local",
+    "OfflineChatModel": "ragworks.agents.offline",
+    "RagChatModel": "ragworks.agents.chat_model",
+    "RagResponsesAgent": "ragworks.agents.responses_agent",
+    "build_agent": "ragworks.agents.builder",
+    "get_chat_model": "ragworks.models",
     "IngestReport": "ragworks.retrieval.ingest",
     "LocalIndex": "ragworks.retrieval.local",
     "LocalRetriever": "ragworks.retrieval.registry",
@@ -39,6 +44,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from ragworks.agents.builder import build_agent
+    from ragworks.agents.chat_model import RagChatModel
+    from ragworks.agents.offline import OfflineChatModel
+    from ragworks.agents.responses_agent import RagResponsesAgent
+    from ragworks.models import get_chat_model
     from ragworks.retrieval.ingest import IngestReport, ingest
     from ragworks.retrieval.local import Chunk, LocalIndex
     from ragworks.retrieval.registry import LocalRetriever, get_retriever
@@ -61,12 +71,17 @@ __all__ = [
     "LocalIndex",
     "LocalRetriever",
     "ModelError",
+    "OfflineChatModel",
+    "RagChatModel",
+    "RagResponsesAgent",
     "RagworksError",
     "RetrievalError",
     "RetrieverConfig",
     "Settings",
     "ToolError",
     "__version__",
+    "build_agent",
+    "get_chat_model",
     "get_retriever",
     "ingest",
 ]

@@ -153,18 +153,16 @@ def search(
         typer.echo("   " + " ".join(doc.page_content.split())[:300])
 
 
-@app.command()
-@handle_errors
-def quickstart(
-    workdir: Annotated[
-        Path, typer.Option("--dir", help="Where the docs, index and MLflow store go.")
-    ] = Path(".ragworks/quickstart"),
-    embeddings: Annotated[str, typer.Option("--embeddings", help="auto | minilm | hashing | none.")] = "auto",
-) -> None:
-    """Index the docs ragworks ships and answer questions about ragworks from them."""
-    from ragworks.quickstart import run_search_quickstart
+def _register_commands() -> None:
+    # Each area owns its commands; they import their heavy dependencies only when run.
+    from ragworks.agents import commands as agent_commands
+    from ragworks.serving import commands as serving_commands
 
-    run_search_quickstart(workdir, typer.echo, embeddings=embeddings)
+    agent_commands.register(app)
+    serving_commands.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:
