@@ -35,6 +35,7 @@ _LAZY = {
     "RagChatModel": "ragworks.agents.chat_model",
     "RagResponsesAgent": "ragworks.agents.responses_agent",
     "build_agent": "ragworks.agents.builder",
+    "log_agent": "ragworks.agents.logged_model",
     "get_chat_model": "ragworks.models",
     "IngestReport": "ragworks.retrieval.ingest",
     "LocalIndex": "ragworks.retrieval.local",
@@ -46,6 +47,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ragworks.agents.builder import build_agent
     from ragworks.agents.chat_model import RagChatModel
+    from ragworks.agents.logged_model import log_agent
     from ragworks.agents.offline import OfflineChatModel
     from ragworks.agents.responses_agent import RagResponsesAgent
     from ragworks.models import get_chat_model
@@ -84,4 +86,5 @@ __all__ = [
     "get_chat_model",
     "get_retriever",
     "ingest",
+    "log_agent",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,17 +29,3 @@ def prepare(workdir: Path, *, embeddings: str = "auto") -> tuple[Path, IngestRep
         if not target.exists() or target.read_bytes() != src.read_bytes():
             shutil.copyfile(src, target)
     return workdir / "index", ingest([docs], workdir / "index", embeddings=embeddings)
-
-
-def run_search_quickstart(workdir: Path, echo: Callable[[str], None], *, embeddings: str = "auto") -> None:
-    """Index the shipped docs and print the best chunk for each quickstart question."""
-    from ragworks.retrieval.local import LocalIndex
-
-    index_dir, report = prepare(workdir, embeddings=embeddings)
-    echo(f"Indexed {workdir / 'docs'} into {index_dir} (embeddings: {report.embedder})")
-    echo(report.summary())
-    index = LocalIndex.load(index_dir)
-    for question in QUESTIONS:
-        echo(f"\n? {question}")
-        for doc in index.search(question, k=2):
-            echo(f"  [{doc.metadata['score']:.3f}] {doc.metadata['source']}: {doc.page_content[:160]!r}")

@@ -22,12 +22,14 @@ _LAZY = {
     "build_graph": "ragworks.agents.builder",
     "build_rag_graph": "ragworks.agents.graphs",
     "build_tool_agent": "ragworks.agents.graphs",
+    "log_agent": "ragworks.agents.logged_model",
 }
 
 if TYPE_CHECKING:
     from ragworks.agents.builder import build_agent, build_chat_agent, build_graph
     from ragworks.agents.chat_model import RagChatModel
     from ragworks.agents.graphs import AgentState, build_rag_graph, build_tool_agent
+    from ragworks.agents.logged_model import log_agent
     from ragworks.agents.offline import OfflineChatModel
     from ragworks.agents.responses_agent import RagResponsesAgent
 
@@ -49,4 +51,5 @@ __all__ = [
     "build_graph",
     "build_rag_graph",
     "build_tool_agent",
+    "log_agent",
 ]
