@@ -1,0 +1,90 @@
+"""The `ragworks eval` command; `register(app)` adds it to the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragworks.errors import ConfigError, EvalError
+
+
+def parse_thresholds(items: list[str] | None) -> dict[str, float]:
+    """`NAME=VALUE` strings as a dict of floats."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"--fail-under {item!r}: write NAME=VALUE, e.g. --fail-under faithfulness=0.8")
+    return out
+
+
+def eval_command(
+    suite: Annotated[str, typer.Argument(help="Suite file (.yaml / .jsonl) or mlflow-dataset:<name>.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", envvar="RAGWORKS_CONFIG", help="Agent config YAML.")
+    ] = None,
+    model_uri: Annotated[
+        str | None, typer.Option("--model-uri", help="A logged model instead: models:/... or runs:/...")
+    ] = None,
+    judge: Annotated[
+        str,
+        typer.Option("--judge", envvar="RAGWORKS_JUDGE", help="offline | openai:<model> | databricks:<ep>."),
+    ] = "offline",
+    scorers: Annotated[
+        list[str] | None, typer.Option("--scorer", "-s", help="A scorer name (repeatable); default: all.")
+    ] = None,
+    fail_under: Annotated[
+        list[str] | None, typer.Option("--fail-under", help="NAME=VALUE: exit 1 when a mean is below.")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="A run id; exit 1 when a metric drops below its interval."),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Cut-off of the retrieval metrics.")] = 5,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment name.")] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Rows and judge calls at once.")
+    ] = 8,
+) -> None:
+    """Evaluate an agent on a suite, log the run to MLflow, and exit 1 when a threshold fails.
+
+    Example: ragworks eval suite.yaml --config agent.yaml --judge offline --fail-under faithfulness=0.8
+    """
+    from ragworks.eval.runner import run_suite
+
+    if config is not None and model_uri is not None:
+        raise ConfigError("Pass --config or --model-uri, not both.")
+    target = model_uri or config
+    if target is None:
+        raise ConfigError(
+            "Say what to evaluate: --config agent.yaml or --model-uri models:/<name>/<version>."
+        )
+    result = run_suite(
+        target,
+        suite,
+        scorers=scorers or None,
+        judge=judge,
+        k=k,
+        fail_under=parse_thresholds(fail_under),
+        baseline_run_id=baseline,
+        experiment=experiment,
+        concurrency=concurrency,
+    )
+    typer.echo(result.summary())
+    typer.echo(f"MLflow run {result.run_id} (report artifact: {result.report})")
+    if not result.passed:
+        problems = result.failures + [f"{r.metric} regressed" for r in result.regressions]
+        raise EvalError(f"Suite {result.suite!r} failed: {'; '.join(problems)}.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` command to the ragworks CLI."""
+    from ragworks.cli import handle_errors
+
+    app.command(name="eval")(handle_errors(eval_command))
