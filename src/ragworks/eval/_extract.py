@@ -101,7 +101,7 @@ def _doc(raw: Any) -> RetrievedDoc | None:
         return RetrievedDoc(text=raw)
     if not isinstance(raw, dict):
         return None
-    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    meta: dict[str, Any] = raw["metadata"] if isinstance(raw.get("metadata"), dict) else {}
     text = raw.get("page_content", raw.get("content", raw.get("text", raw.get("snippet", ""))))
 
     def pick(*names: str) -> str | None:

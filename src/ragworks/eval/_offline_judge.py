@@ -234,7 +234,7 @@ class OfflineJudge:
             verdicts.append(
                 {"fact": fact, "present": share >= FACT_COVERAGE or cosine >= 0.75, "share": share}
             )
-        missing = [v["fact"] for v in verdicts if not v["present"]]
+        missing = [str(v["fact"]) for v in verdicts if not v["present"]]
         score = 1 - len(missing) / len(facts)
         rationale = f"{len(facts) - len(missing)} of {len(facts)} expected facts stated"
         rationale += f"; missing: {'; '.join(missing)}." if missing else "."

@@ -140,15 +140,16 @@ def _resolve_target(target: Target) -> Callable[[dict[str, Any]], Any]:
         import mlflow
 
         uri = f"models:/{target}" if target.startswith("m-") else target
-        return mlflow.pyfunc.load_model(uri).predict  # type: ignore[no-any-return]
+        return mlflow.pyfunc.load_model(uri).predict
     if isinstance(target, (str, Path, dict, AgentConfig)):
         from ragworks.agents import build_agent
 
-        return build_agent(target).predict  # type: ignore[no-any-return]
+        agent: Any = build_agent(target)  # Any: predict takes a request dict or a ResponsesAgentRequest
+        return agent.predict
     if hasattr(target, "predict"):
-        return target.predict  # type: ignore[no-any-return]
+        return target.predict
     if callable(target):
-        return target  # type: ignore[no-any-return]
+        return target
     raise EvalError(f"Cannot evaluate {type(target).__name__}: pass an agent, a model URI or a config.")
 
 

@@ -170,7 +170,9 @@ def _correctness(ref: _JudgeRef, name: str) -> Scorer:
 
 def _relevance_flags(docs: Sequence[RetrievedDoc], expected: Sequence[str]) -> tuple[list[bool], list[bool]]:
     """Per rank: does the chunk match an expected id, and is it the first chunk of its expected doc."""
-    relevant, first, seen = [], [], set()
+    relevant: list[bool] = []
+    first: list[bool] = []
+    seen: set[str] = set()
     for doc in docs:
         hits = {e for e in expected if matches(doc, e)}
         relevant.append(bool(hits))
