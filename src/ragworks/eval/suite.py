@@ -182,11 +182,12 @@ def format_suite_error(exc: ValidationError, *, source: str) -> str:
             where = f"row {loc[1] + 1}"
             loc = loc[2:]
         field = ".".join(str(p) for p in loc) or "(row)"
-        message = (
-            "unknown field; allowed: inputs, expectations, tags"
-            if err["type"] == "extra_forbidden"
-            else err["msg"]
+        allowed = (
+            "expected_response, expected_facts, expected_doc_ids"
+            if "expectations" in loc
+            else ("inputs, expectations, tags")
         )
+        message = f"unknown field; allowed: {allowed}" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"  {where}, {field}: {message}")
     return "\n".join(lines)
 
