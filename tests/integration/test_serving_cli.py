@@ -110,7 +110,7 @@ def test_serve_config_with_workers_and_tracing(served_config: tuple[str, str], d
     assert {"AGENT", "RETRIEVER"} <= span_types, span_types
 
 
-def _poll(get: Any, *, timeout: float = 20) -> Any:
+def _poll(get: Any, *, timeout: float = 90) -> Any:  # export runs on a background queue
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -64,7 +65,7 @@ def build_app(
     limits = limits or ServingLimits()
     token = api_token if api_token is not None else get_settings().api_token
     runtime = _dispatch.Runtime(
-        runner=AgentRunner(agent, workers=limits.max_concurrency),
+        runner=AgentRunner(agent, workers=limits.agent_threads or _default_threads(agent, limits)),
         limits=limits,
         model_name=model_name or _agent_name(agent),
     )
@@ -116,6 +117,13 @@ def _add_chat_page(app: FastAPI) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page() -> HTMLResponse:
         return HTMLResponse(page)
+
+
+def _default_threads(agent: ResponsesAgent, limits: ServingLimits) -> int:
+    """One thread per core for the offline model (CPU-bound: more threads only starve the event loop)."""
+    if getattr(getattr(agent, "config", None), "llm", None) == "offline":
+        return min(limits.max_concurrency, os.cpu_count() or 1)
+    return limits.max_concurrency  # remote models wait on the network: a thread per request in flight
 
 
 def _agent_name(agent: ResponsesAgent) -> str:

@@ -49,6 +49,14 @@ def serve(
     max_concurrency: Annotated[
         int, typer.Option("--max-concurrency", min=1, help="Requests in flight per process; 503 beyond.")
     ] = 64,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="Threads running the agent [default: cores for the offline model, else --max-concurrency].",
+        ),
+    ] = None,
     max_body_mb: Annotated[
         float, typer.Option("--max-body-mb", min=0.001, help="Largest request body, MB.")
     ] = 1.0,
@@ -73,6 +81,7 @@ def serve(
         max_concurrency=max_concurrency,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_input_chars=max_input_chars,
+        agent_threads=threads,
     )
     spec = ServeSpec(
         config=str(config.resolve()) if config else None,

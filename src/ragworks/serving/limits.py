@@ -32,11 +32,17 @@ class ServingLimits:
     """Most requests in flight per process (503 with Retry-After beyond it)."""
     retry_after_s: int = 1
     """What the 503 tells clients to wait before retrying."""
+    agent_threads: int | None = None
+    """Threads running the agent; None: one per core for the offline model, else `max_concurrency`."""
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_input_chars", "timeout_s", "max_concurrency", "retry_after_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"Serving limit {name} must be greater than 0, got {getattr(self, name)}.")
+        if self.agent_threads is not None and self.agent_threads <= 0:
+            raise ConfigError(
+                f"Serving limit agent_threads must be greater than 0, got {self.agent_threads}."
+            )
 
 
 class BodyTooLarge(Exception):

@@ -1,0 +1,375 @@
+"""Bounded HTTP load against `ragworks serve`, a bare FastAPI endpoint and `mlflow models serve`.
+
+    python benchmarks/serving_load.py [--requests 2000] [--concurrency 32] [--skip-mlflow-serve]
+
+Everything runs on 127.0.0.1 and stops by itself. One small index (the docs ragworks ships, hashing
+embeddings) and the offline model; each server is its own process, started and stopped here:
+
+    bare FastAPI            uvicorn + FastAPI returning a canned ragworks answer (same bytes, same events)
+    ragworks untraced       `ragworks serve --config`, MLFLOW_TRACE_SAMPLING_RATIO=0
+    ragworks traced         the same with every request traced (SQLite store in a temp dir)
+    mlflow models serve     the same agent logged with `log_agent`, served by MLflow, traced and untraced
+
+Each target gets a warm-up, then `--requests` POST /invocations (non-streaming) at `--concurrency`,
+then `--requests` streamed requests (POST /v1/responses with "stream": true; MLflow's server cannot
+stream, so it has none). Reported: requests/s, p50/p99 latency, p50/p99 time to the first body byte
+of streamed answers, and errors (non-200, a stream without [DONE], or an error event). For traced
+targets it also waits for MLflow's background export to store every trace, and reports how long that
+took and the rate sustained with the export included (the request path alone hides its cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+QUESTIONS = (
+    "What is ragworks?",
+    "How does hybrid search work?",
+    "How do I look at the traces of my agent?",
+    "How do I log an agent as an MLflow model?",
+    "How do I serve the agent?",
+)
+RAGWORKS = [sys.executable, "-c", "from ragworks.cli import main; main()"]
+BARE_SERVER = """
+import sys, json, uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+canned = json.load(open(sys.argv[2]))
+body, events = canned["body"].encode(), [e.encode() for e in canned["events"]]
+app = FastAPI()
+@app.get("/health")
+async def health(): return {"status": "healthy"}
+@app.post("/invocations")
+async def invocations(request: Request):
+    await request.body()
+    return Response(body, media_type="application/json")
+@app.post("/v1/responses")
+async def responses(request: Request):
+    await request.body()
+    async def gen():
+        for event in events:
+            yield event
+    return StreamingResponse(gen(), media_type="text/event-stream")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+@dataclass
+class Result:
+    """One load run."""
+
+    name: str
+    requests: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    first_bytes: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def row(self) -> str:
+        """One line of the report."""
+        rps = self.requests / self.seconds if self.seconds else 0.0
+        ttfb = (
+            f"{_pct(self.first_bytes, 50):8.1f} {_pct(self.first_bytes, 99):8.1f}"
+            if self.first_bytes
+            else (f"{'-':>8} {'-':>8}")
+        )
+        return (
+            f"{self.name:<34} {self.requests:>6} {rps:>9.1f} {_pct(self.latencies, 50):8.1f} "
+            f"{_pct(self.latencies, 99):8.1f} {ttfb} {self.errors:>6}"
+        )
+
+
+def _pct(values: list[float], q: int) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+
+async def _one(
+    client: httpx.AsyncClient, path: str, body: dict[str, object], stream: bool, result: Result
+) -> None:
+    start = time.perf_counter()
+    first = None
+    chunks = []
+    try:
+        async with client.stream("POST", path, json=body) as response:
+            async for chunk in response.aiter_raw():
+                if first is None:
+                    first = time.perf_counter() - start
+                chunks.append(chunk)
+            status = response.status_code
+    except httpx.HTTPError as exc:
+        result.errors += 1
+        result.error_samples.append(repr(exc)[:200])
+        return
+    elapsed = time.perf_counter() - start
+    text = b"".join(chunks)
+    failed = status != 200 or (stream and (b"data: [DONE]" not in text or b'"type": "error"' in text))
+    if failed:
+        result.errors += 1
+        result.error_samples.append(f"{status} {text[:200]!r}")
+        return
+    result.latencies.append(elapsed)
+    if stream and first is not None:
+        result.first_bytes.append(first)
+
+
+async def run_load(name: str, url: str, *, requests: int, concurrency: int, stream: bool) -> Result:
+    """Send `requests` requests, `concurrency` at a time; return their timings."""
+    result = Result(name=name, requests=requests)
+    path = "/v1/responses" if stream else "/invocations"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    counter = iter(range(requests))
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            for n in counter:
+                body: dict[str, object] = {
+                    "input": [{"role": "user", "content": QUESTIONS[n % len(QUESTIONS)]}]
+                }
+                if stream:
+                    body["stream"] = True
+                await _one(client, path, body, stream, result)
+
+        await _warm_up(client, path, stream)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+async def _warm_up(client: httpx.AsyncClient, path: str, stream: bool) -> None:
+    body: dict[str, object] = {"input": [{"role": "user", "content": QUESTIONS[0]}], "stream": stream}
+    for _ in range(20):
+        await client.post(path, json=body)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(args: list[str], env: dict[str, str], *, log: Path, health: str = "/health") -> Iterator[str]:
+    """Start a server process on a free port ({port} in args), wait for health, stop it at the end."""
+    port = _free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [a.replace("{port}", str(port)) for a in args], env=env, stdout=out, stderr=out
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait(url + health, proc, log)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}); log:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server not healthy after {timeout}s; log:\n{log.read_text()[-3000:]}")
+
+
+def _env(tmp: Path, *, traced: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAGWORKS_API_TOKEN"}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        MLFLOW_TRACE_SAMPLING_RATIO="1" if traced else "0",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+    )
+    return env
+
+
+def _canned(url: str, path: Path) -> None:
+    """Record one real answer and one real stream, for the bare server to replay byte for byte."""
+    ask = {"input": [{"role": "user", "content": QUESTIONS[0]}]}
+    body = httpx.post(url + "/invocations", json=ask, timeout=60).text
+    stream = httpx.post(url + "/v1/responses", json={**ask, "stream": True}, timeout=60).text
+    events = [block + "\n\n" for block in stream.split("\n\n") if block]
+    path.write_text(json.dumps({"body": body, "events": events}))
+
+
+def _prepare(tmp: Path) -> Path:
+    """A small index over the shipped docs and an agent config for it."""
+    from importlib.resources import files
+
+    from ragworks.config import AgentConfig
+    from ragworks.retrieval.ingest import ingest
+
+    docs = Path(str(files("ragworks").joinpath("data/docs")))
+    ingest([docs], tmp / "index", embeddings="hashing")
+    config = tmp / "agent.yaml"
+    AgentConfig.load({"retriever": {"index": str(tmp / "index"), "k": 4}}).to_yaml(config)
+    return config
+
+
+def _log_model(tmp: Path, config: Path) -> str:
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = "0"
+    from ragworks.agents.logged_model import log_agent
+
+    return str(log_agent(str(config)).model_uri)
+
+
+def _load(name: str, url: str, args: argparse.Namespace, *, stream: bool = True) -> list[Result]:
+    kwargs = {"requests": args.requests, "concurrency": args.concurrency}
+    results = [asyncio.run(run_load(name, url, stream=False, **kwargs))]
+    if stream:
+        results.append(asyncio.run(run_load(name + " (stream)", url, stream=True, **kwargs)))
+    for result in results:
+        print(result.row(), flush=True)
+        for sample in result.error_samples[:3]:
+            print("    error:", sample)
+    return results
+
+
+def _traces(tmp: Path) -> int:
+    """How many traces the SQLite store holds (traces beyond MLflow's export queue are dropped)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(tmp / "mlflow.db") as db:
+            return int(db.execute("SELECT count(*) FROM trace_info").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _run(name: str, cmd: list[str], tmp: Path, args: argparse.Namespace, **kw: object) -> list[Result]:
+    traced = bool(kw.pop("traced", False))
+    before = _traces(tmp)
+    with server(cmd, _env(tmp, traced=traced), log=tmp / "server.log", **kw) as url:  # type: ignore[arg-type]
+        results = _load(name, url, args, stream=" --model-uri" not in name and "mlflow" not in name)
+        if traced:  # MLflow exports traces from a background queue: wait until it has caught up
+            sent = sum(r.requests for r in results) + 20 * len(results)
+            stored, drain = _drain(tmp, before + sent)
+            busy = sum(r.seconds for r in results) + drain
+            print(
+                f"    traces stored: {stored - before} of {sent}; export done {drain:.0f} s after the load "
+                f"(sustained, export included: {sum(r.requests for r in results) / busy:.1f} req/s)"
+            )
+    return results
+
+
+def _drain(tmp: Path, expected: int, *, idle: float = 15, cap: float = 600) -> tuple[int, float]:
+    """Wait until `expected` traces are stored, or none arrived for `idle` s; (count, seconds waited)."""
+    start = last_change = time.monotonic()
+    count = _traces(tmp)
+    while count < expected and time.monotonic() - last_change < idle and time.monotonic() - start < cap:
+        time.sleep(1)
+        now = _traces(tmp)
+        if now != count:
+            count, last_change = now, time.monotonic()
+    return count, (last_change if count >= expected else time.monotonic()) - start
+
+
+def main() -> None:
+    """Run every target and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="`ragworks serve --workers`.")
+    parser.add_argument(
+        "--skip-mlflow-serve", action="store_true", help="Do not log the agent or run MLflow's."
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ragworks-load-") as name:
+        tmp = Path(name)
+        config = _prepare(tmp)
+        opts = [
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--workers",
+            str(args.workers),
+            "--max-concurrency",
+            str(max(64, args.concurrency)),
+        ]
+        serve = [*RAGWORKS, "serve", "--config", str(config), *opts]
+        print(
+            f"{args.requests} requests a run, concurrency {args.concurrency}, {os.cpu_count()} CPUs, loopback"
+        )
+        print(
+            f"{'target':<34} {'reqs':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ttfb50':>8} "
+            f"{'ttfb99':>8} {'errors':>6}"
+        )
+        with server(serve, _env(tmp, traced=False), log=tmp / "ragworks.log") as url:
+            _canned(url, tmp / "canned.json")
+        _run(
+            "bare FastAPI, canned",
+            [sys.executable, "-c", BARE_SERVER, "{port}", str(tmp / "canned.json")],
+            tmp,
+            args,
+        )
+        _run("ragworks serve, untraced", serve, tmp, args)
+        traced = _run("ragworks serve, traced", serve, tmp, args, traced=True)
+        if not args.skip_mlflow_serve:
+            mlflow_traced = _mlflow_serve(tmp, config, opts, args)
+            ratio = _rps(traced[0]) / max(_rps(mlflow_traced), 1e-9)
+            print(f"ragworks serve / mlflow models serve, both traced, non-streaming: {ratio:.2f}x")
+
+
+def _rps(result: Result) -> float:
+    return result.requests / result.seconds if result.seconds else 0.0
+
+
+def _mlflow_serve(tmp: Path, config: Path, opts: list[str], args: argparse.Namespace) -> Result:
+    model_uri = _log_model(tmp, config)
+    mlflow_cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "-p",
+        "{port}",
+        "-h",
+        "127.0.0.1",
+        "--env-manager",
+        "local",
+        "-w",
+        "1",
+    ]
+    ragworks_cmd = [*RAGWORKS, "serve", "--model-uri", model_uri, *opts]
+    traced = _run("mlflow models serve, traced", mlflow_cmd, tmp, args, traced=True, health="/ping")[0]
+    _run("ragworks serve --model-uri, traced", ragworks_cmd, tmp, args, traced=True)
+    _run("mlflow models serve, untraced", mlflow_cmd, tmp, args, health="/ping")
+    _run("ragworks serve --model-uri, untraced", ragworks_cmd, tmp, args)
+    return traced
+
+
+if __name__ == "__main__":
+    main()
