@@ -255,8 +255,11 @@ def quickstart(
     ),
     embeddings: Annotated[str, typer.Option("--embeddings", help="auto | minilm | hashing | none.")] = "auto",
     log: Annotated[bool, typer.Option("--log/--no-log", help="Log the agent as an MLflow model.")] = True,
+    evaluate: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="Run the shipped eval suite with the offline judge.")
+    ] = True,
 ) -> None:
-    """Index the docs ragworks ships, ask the agent about them, log it to MLflow, and show the traces.
+    """Index the docs, ask the agent about them, evaluate it, log it to MLflow, and show the traces.
 
     Traces and the model go to MLFLOW_TRACKING_URI, or to sqlite:///mlflow.db in the current folder.
 
@@ -274,6 +277,11 @@ def quickstart(
     for question in QUESTIONS:  # traced: MLflow traces every ResponsesAgent call by default
         typer.secho(f"\n? {question}", bold=True)
         ask(agent, [user_message(question)], echo_raw)
+    if evaluate:
+        from ragworks.eval import run_example_suite
+
+        typer.secho("\nEvaluating the agent on the example suite (offline judge)...", bold=True)
+        typer.echo(run_example_suite(agent, judge="offline", experiment=QUICKSTART_EXPERIMENT).summary())
     info = log_agent(cfg, "agent") if log else None
     _print_next_steps(workdir, uri, info)
 

@@ -42,8 +42,10 @@ from ragworks.agents.prompts import NOT_FOUND, condense_keywords, parse_question
 from ragworks.retrieval._text import tokenize
 
 RETRIEVER_TOOL_NAME = "search_documents"
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
-_BULLET = re.compile(r"^\s*(?:[#>*\-+]+|\d+[.)])\s*")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+_BLOCK_SPLIT = re.compile(r"\n\s*\n")
+_HEADING = re.compile(r"^\s*#{1,6}\s")
+_LIST_ITEM = re.compile(r"^\s*(?:[>*\-+]|\d+[.)])\s+")
 _TOKEN = re.compile(r"\S+\s*")
 _CONTEXT_WEIGHT = 0.3
 # Stems of question words that BM25's stop list keeps but that never carry the topic.
@@ -88,11 +90,27 @@ class _Sentence:
     terms: frozenset[str]
 
 
+def _passages(text: str) -> list[str]:
+    """Paragraphs and list items with hard-wrapped lines joined; headings are titles, not answers."""
+    out: list[str] = []
+    for block in _BLOCK_SPLIT.split(text):
+        lines: list[str] = []
+        for line in block.splitlines():
+            if _HEADING.match(line) or _LIST_ITEM.match(line):
+                out.append(" ".join(lines))
+                lines = [] if _HEADING.match(line) else [_LIST_ITEM.sub("", line).strip()]
+                continue
+            lines.append(line.strip())
+        out.append(" ".join(lines))
+    return [p for p in out if p]
+
+
 def split_sentences(source: int, text: str) -> list[_Sentence]:
     """Split a source into sentences of at least three words, with their stemmed terms."""
     out = []
-    for position, raw in enumerate(_SENTENCE_SPLIT.split(text)):
-        sentence = _BULLET.sub("", raw).strip()
+    raw_sentences = [s for p in _passages(text) for s in _SENTENCE_SPLIT.split(p)]
+    for position, raw in enumerate(raw_sentences):
+        sentence = raw.strip()
         if len(sentence.split()) >= 3:
             out.append(
                 _Sentence(
@@ -131,10 +149,28 @@ def extractive_answer(
     ]
     if max((len(s.terms & asked) for s in sentences), default=0) * 3 < len(asked):
         return NOT_FOUND
+    subject = _definition_subject(question)
+    if subject:
+        scored = [(score * (2.0 if _defines(s.text, subject) else 1.0), s) for score, s in scored]
     best = max(score for score, _ in scored)
     kept = sorted((x for x in scored if x[0] >= best / 2), key=lambda x: -x[0])[:max_sentences]
     chosen = _dedupe(sorted((s for _, s in kept), key=lambda s: (s.source, s.position)))
     return " ".join(_cite(s) for s in chosen)
+
+
+_WHAT_IS = re.compile(r"^\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(.+?)\s*\??\s*$", re.IGNORECASE)
+
+
+def _definition_subject(question: str) -> str | None:
+    """The X of a "what is X?" question, lower-cased."""
+    match = _WHAT_IS.match(question)
+    return match.group(1).lower() if match else None
+
+
+def _defines(sentence: str, subject: str) -> bool:
+    """True for a sentence of the form "X is ..." or "An X is ...", which answers "what is X?"."""
+    text = re.sub(r"^(?:an?|the)\s+", "", sentence.lower())
+    return text.startswith(subject) and re.match(r"\s+(?:is|are)\b", text[len(subject) :]) is not None
 
 
 def _dedupe(sentences: list[_Sentence]) -> list[_Sentence]:

@@ -151,6 +151,7 @@ def test_quickstart_answers_logs_and_traces(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.count("Sources:") == 3
     assert "Logged model models:/" in done.stdout
+    assert "faithfulness" in done.stdout  # the example suite ran
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in done.stdout
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("ragworks-quickstart")

@@ -94,3 +94,22 @@ def test_follow_up_answer_prefers_the_new_question() -> None:
 
 def test_cited_numbers() -> None:
     assert cited_numbers("a [1] b [3][1] c [2, 4]") == {1, 2, 3, 4}
+
+
+def test_wrapped_lines_make_whole_sentences_and_headings_are_not_answers() -> None:
+    from ragworks.agents.offline import extractive_answer, split_sentences
+
+    text = "# What is hybrid search?\n\nHybrid search fuses BM25 and dense\nrankings into one list.\n- A bullet item here"
+    assert [s.text for s in split_sentences(1, text)] == [
+        "Hybrid search fuses BM25 and dense rankings into one list.",
+        "A bullet item here",
+    ]
+    assert extractive_answer("How does hybrid search work?", [(1, text)]).startswith("Hybrid search fuses")
+
+
+def test_what_is_questions_prefer_the_defining_sentence() -> None:
+    from ragworks.agents.offline import extractive_answer
+
+    sources = [(1, "Teams use ragworks daily for support bots. ragworks is a framework for RAG agents.")]
+    answer = extractive_answer("What is ragworks?", sources, max_sentences=1)
+    assert answer == "ragworks is a framework for RAG agents [1]."
