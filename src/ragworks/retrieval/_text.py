@@ -10,6 +10,9 @@ from bm25s.stopwords import STOPWORDS_EN
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _STOP = frozenset(STOPWORDS_EN)
+EMPTY = "\x00"
+"""Stands in for a text with no terms: bm25s fails on a corpus without any term, and the token
+pattern can never produce this one, so no query matches it."""
 
 
 @lru_cache(maxsize=1)
@@ -27,4 +30,4 @@ def tokenize(text: str) -> list[str]:
 
 def tokenize_many(texts: Iterable[str]) -> list[list[str]]:
     """Tokenise many texts; each empty result gets a placeholder so bm25s keeps the row."""
-    return [tokenize(t) for t in texts]
+    return [tokenize(t) or [EMPTY] for t in texts]

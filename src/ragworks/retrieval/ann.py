@@ -19,15 +19,26 @@ def ann_available() -> bool:
     return importlib.util.find_spec("faiss") is not None
 
 
+HNSW_M = 32
+"""Graph degree. 16 loses too much recall on 384-d MiniLM-like vectors (0.98 @10 at efSearch 512)."""
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 512
+"""Candidate list length while searching; at least twice the depth asked for. Measured on 100k
+MiniLM-like unit vectors (benchmarks/retrieval_beir.py): recall@10 0.996, recall@100 0.990 vs exact,
+about 4x faster than the exact scan; isotropic random vectors (the worst case) need more."""
+
+
 class HnswIndex:
     """Inner-product HNSW over unit vectors; `search` returns row numbers, best first."""
 
-    def __init__(self, index: object, *, ef_search: int = 128) -> None:
+    def __init__(self, index: object, *, ef_search: int = HNSW_EF_SEARCH) -> None:
         self._index = index
         self.ef_search = ef_search
 
     @classmethod
-    def build(cls, vectors: np.ndarray, *, m: int = 32, ef_construction: int = 200) -> HnswIndex:
+    def build(
+        cls, vectors: np.ndarray, *, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
+    ) -> HnswIndex:
         """Build the graph over all rows of `vectors` (float32, unit length)."""
         import faiss
 
@@ -41,7 +52,7 @@ class HnswIndex:
         """Row numbers of the `depth` nearest vectors to `query`."""
         import faiss
 
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, depth))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, 2 * depth))
         _, rows = self._index.search(query.reshape(1, -1), depth, params=params)  # type: ignore[attr-defined]
         found: np.ndarray = rows[0]
         return found[found >= 0]
