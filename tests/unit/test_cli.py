@@ -2,9 +2,10 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from ragworks import __version__
 from ragworks.cli import app
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 import ragworks
 from ragworks.config import AgentConfig, Settings
 from ragworks.errors import ConfigError
@@ -12,7 +13,9 @@ def test_smallest_config_has_defaults() -> None:
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
-    cfg = AgentConfig(llm="openai:gpt-4o-mini", retriever={"index": "idx", "k": 3, "filters": {"year >=": 2020}})
+    cfg = AgentConfig(
+        llm="openai:gpt-4o-mini", retriever={"index": "idx", "k": 3, "filters": {"year >=": 2020}}
+    )
     path = tmp_path / "agent.yaml"
     cfg.to_yaml(path)
     assert AgentConfig.from_yaml(path) == cfg

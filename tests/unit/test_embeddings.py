@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from ragworks.embeddings import HashingEmbedder, dense_available, get_embedder, resolve_embedder_name
 from ragworks.errors import ConfigError
 

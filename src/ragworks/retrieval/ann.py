@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ about 4x faster than the exact scan; isotropic random vectors (the worst case) n
 class HnswIndex:
     """Inner-product HNSW over unit vectors; `search` returns row numbers, best first."""
 
-    def __init__(self, index: object, *, ef_search: int = HNSW_EF_SEARCH) -> None:
+    def __init__(self, index: Any, *, ef_search: int = HNSW_EF_SEARCH) -> None:  # Any: faiss.IndexHNSWFlat
         self._index = index
         self.ef_search = ef_search
 
@@ -48,12 +49,16 @@ class HnswIndex:
         logger.info("Built HNSW index over %d vectors", vectors.shape[0])
         return cls(index)
 
+    def add(self, vectors: np.ndarray) -> None:
+        """Append rows to the graph; their row numbers follow the existing ones."""
+        self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
     def search(self, query: np.ndarray, depth: int) -> np.ndarray:
         """Row numbers of the `depth` nearest vectors to `query`."""
         import faiss
 
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, 2 * depth))
-        _, rows = self._index.search(query.reshape(1, -1), depth, params=params)  # type: ignore[attr-defined]
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, 2 * depth))  # type: ignore[attr-defined]
+        _, rows = self._index.search(query.reshape(1, -1), depth, params=params)
         found: np.ndarray = rows[0]
         return found[found >= 0]
 

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,11 +42,12 @@ from ragworks.retrieval.filters import compile_filters
 from ragworks.retrieval.fusion import FusionParams, fuse_top, top_indices, union
 
 logger = logging.getLogger(__name__)
+# bm25s forces its logger to DEBUG at import, which floods any handler an application configures.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 INDEX_FORMAT = "ragworks-local-index"
 INDEX_VERSION = 1
 MANIFEST = "ragworks_index.json"
-_UNRANKED = 1e9
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +93,7 @@ class LocalIndex:
         self._rows: dict[str, int] = {}
         self._vectors: np.ndarray | None = None
         self._tokens: list[list[str]] | None = []
+        self._hashes: list[str] | None = []
         self._bm25: bm25s.BM25 | None = None
         self._ann: HnswIndex | None = None
 
@@ -135,7 +138,8 @@ class LocalIndex:
         items = list({c.id: c for c in (_as_chunk(x) for x in chunks)}.values())
         if not items:
             return []
-        vectors = self._embed([c.text for c in items], show_progress=show_progress)
+        hashes = [text_hash(c.text) for c in items]
+        vectors = self._embed([c.text for c in items], hashes, show_progress=show_progress)
         self.delete([c.id for c in items if c.id in self._rows])
         start = len(self._ids)
         for offset, c in enumerate(items):
@@ -143,12 +147,15 @@ class LocalIndex:
             self._ids.append(c.id)
             self._texts.append(c.text)
             self._metas.append(dict(c.metadata))
+        self._text_hashes().extend(hashes)
         if self._tokens is not None:
             self._tokens.extend(tokenize_many(c.text for c in items))
         if vectors is not None:
             base = self._vectors if self._vectors is not None else vectors[:0]
             self._vectors = np.vstack([base, vectors])
-        self._invalidate()
+            if self._ann is not None:  # appending keeps row numbers, so the graph can grow in place
+                self._ann.add(vectors)
+        self._bm25 = None
         return [c.id for c in items]
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -157,6 +164,7 @@ class LocalIndex:
         if not doomed:
             return 0
         keep = [r for r in range(len(self._ids)) if r not in doomed]
+        hashes = self._text_hashes()
         self._ids = [self._ids[r] for r in keep]
         self._texts = [self._texts[r] for r in keep]
         self._metas = [self._metas[r] for r in keep]
@@ -164,28 +172,34 @@ class LocalIndex:
             self._tokens = [self._tokens[r] for r in keep]
         if self._vectors is not None:
             self._vectors = self._vectors[keep]
+        self._hashes = [hashes[r] for r in keep]
         self._rows = {cid: r for r, cid in enumerate(self._ids)}
-        self._invalidate()
-        return len(doomed)
-
-    def _embed(self, texts: Sequence[str], *, show_progress: bool) -> np.ndarray | None:
-        if self.embedder is None:
-            return None
-        cache = self._vector_cache()
-        missing = [t for t in dict.fromkeys(texts) if text_hash(t) not in cache]
-        if missing:
-            fresh = self.embedder.encode(missing, show_progress=show_progress)
-            cache.update(zip((text_hash(t) for t in missing), fresh, strict=True))
-        return np.stack([cache[text_hash(t)] for t in texts]).astype(np.float32)
-
-    def _vector_cache(self) -> dict[str, np.ndarray]:
-        if self._vectors is None:
-            return {}
-        return {text_hash(t): self._vectors[r] for r, t in enumerate(self._texts)}
-
-    def _invalidate(self) -> None:
+        # Deleting renumbers rows: both search structures are rebuilt on the next search.
         self._bm25 = None
         self._ann = None
+        return len(doomed)
+
+    def _text_hashes(self) -> list[str]:
+        """Content hashes of the chunks, in row order (computed once after a load)."""
+        if self._hashes is None:
+            self._hashes = [text_hash(t) for t in self._texts]
+        return self._hashes
+
+    def _embed(
+        self, texts: Sequence[str], hashes: Sequence[str], *, show_progress: bool
+    ) -> np.ndarray | None:
+        """Vectors for `texts`, reusing those of chunks already indexed with the same content."""
+        if self.embedder is None:
+            return None
+        known: dict[str, np.ndarray] = {}
+        if self._vectors is not None:
+            wanted = set(hashes)
+            known = {h: self._vectors[r] for r, h in enumerate(self._text_hashes()) if h in wanted}
+        missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
+        if missing:
+            fresh = self.embedder.encode(list(missing.values()), show_progress=show_progress)
+            known.update(zip(missing, fresh, strict=True))
+        return np.stack([known[h] for h in hashes]).astype(np.float32)
 
     # ----------------------------------------------------------------- searching
     def search(
@@ -326,12 +340,7 @@ class LocalIndex:
             "count": len(self._ids),
             "embedder": self.embedder.spec() if self.embedder else {"name": "none", "dim": 0},
             "bm25": {"k1": self.bm25_params.k1, "b": self.bm25_params.b},
-            "fusion": {
-                "method": self.fusion.method,
-                "weight_dense": self.fusion.weight_dense,
-                "rrf_k": self.fusion.rrf_k,
-                "depth": self.fusion.depth,
-            },
+            "fusion": dataclasses.asdict(self.fusion),
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         with (folder / "chunks.jsonl").open("w", encoding="utf-8") as fh:
@@ -366,6 +375,7 @@ class LocalIndex:
         if (folder / "vectors.npy").exists():
             index._vectors = np.load(folder / "vectors.npy", allow_pickle=False)
         index._tokens = None  # tokenised again only if the index is changed
+        index._hashes = None
         if (folder / "bm25").exists():
             index._bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
         if (folder / "ann.faiss").exists() and ann_available():
@@ -380,11 +390,6 @@ def _as_chunk(item: Chunk | Document) -> Chunk:
     return Chunk(id=cid, text=item.page_content, metadata=dict(item.metadata))
 
 
-def _ranks(candidates: np.ndarray, ranked: np.ndarray) -> np.ndarray:
-    rank = {int(r): i for i, r in enumerate(ranked)}
-    return np.array([rank.get(int(c), _UNRANKED) for c in candidates], dtype=np.float64)
-
-
 def _read_manifest(folder: Path) -> dict[str, Any]:
     hint = f"Build one with: ragworks ingest DOCS --index {folder}"
     if not folder.is_dir():
@@ -396,7 +401,8 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise IndexFormatError(f"{folder / MANIFEST} is damaged ({exc}). {hint}") from None
     if manifest.get("format") != INDEX_FORMAT:
-        raise IndexFormatError(f"{folder} holds a {manifest.get('format')!r} index, not a ragworks one. {hint}")
+        found = manifest.get("format")
+        raise IndexFormatError(f"{folder} holds a {found!r} index, not a ragworks one. {hint}")
     if manifest.get("version") != INDEX_VERSION:
         raise IndexFormatError(
             f"{folder} was written in index format version {manifest.get('version')}; this ragworks "

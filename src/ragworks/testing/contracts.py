@@ -22,16 +22,31 @@ from langchain_core.retrievers import BaseRetriever
 from ragworks.retrieval.local import Chunk
 
 CONTRACT_CORPUS: list[Chunk] = [
-    Chunk(id="tomato", text="Tomatoes need full sun and regular watering to ripen.",
-          metadata={"source": "garden.md", "chunk_index": 0, "year": 2019}),
-    Chunk(id="kubernetes", text="Kubernetes schedules containers onto nodes in a cluster.",
-          metadata={"source": "infra.md", "chunk_index": 0, "year": 2021}),
-    Chunk(id="sourdough", text="Sourdough bread rises with a wild yeast starter culture.",
-          metadata={"source": "kitchen.md", "chunk_index": 0, "year": 2022}),
-    Chunk(id="violin", text="A violin has four strings tuned in perfect fifths.",
-          metadata={"source": "music.md", "chunk_index": 0, "year": 2020}),
-    Chunk(id="volcano", text="Volcanoes erupt when magma pressure breaks the crust.",
-          metadata={"source": "geology.md", "chunk_index": 0, "year": 2023}),
+    Chunk(
+        id="tomato",
+        text="Tomatoes need full sun and regular watering to ripen.",
+        metadata={"source": "garden.md", "chunk_index": 0, "year": 2019},
+    ),
+    Chunk(
+        id="kubernetes",
+        text="Kubernetes schedules containers onto nodes in a cluster.",
+        metadata={"source": "infra.md", "chunk_index": 0, "year": 2021},
+    ),
+    Chunk(
+        id="sourdough",
+        text="Sourdough bread rises with a wild yeast starter culture.",
+        metadata={"source": "kitchen.md", "chunk_index": 0, "year": 2022},
+    ),
+    Chunk(
+        id="violin",
+        text="A violin has four strings tuned in perfect fifths.",
+        metadata={"source": "music.md", "chunk_index": 0, "year": 2020},
+    ),
+    Chunk(
+        id="volcano",
+        text="Volcanoes erupt when magma pressure breaks the crust.",
+        metadata={"source": "geology.md", "chunk_index": 0, "year": 2023},
+    ),
 ]
 
 
@@ -68,7 +83,9 @@ class RetrieverContract:
         assert doc.page_content == "A violin has four strings tuned in perfect fifths."
 
     def test_filters_restrict_results(self, retriever: BaseRetriever) -> None:
-        docs = self._invoke(retriever, "tomatoes sun magma violin", filters={"source": ["music.md", "geology.md"]})
+        docs = self._invoke(
+            retriever, "tomatoes sun magma violin", filters={"source": ["music.md", "geology.md"]}
+        )
         assert docs and {d.metadata["source"] for d in docs} <= {"music.md", "geology.md"}
 
     def test_batch_keeps_query_order(self, retriever: BaseRetriever) -> None:

@@ -99,7 +99,10 @@ def test_cited_numbers() -> None:
 def test_wrapped_lines_make_whole_sentences_and_headings_are_not_answers() -> None:
     from ragworks.agents.offline import extractive_answer, split_sentences
 
-    text = "# What is hybrid search?\n\nHybrid search fuses BM25 and dense\nrankings into one list.\n- A bullet item here"
+    text = (
+        "# What is hybrid search?\n\nHybrid search fuses BM25 and dense\n"
+        "rankings into one list.\n- A bullet item here"
+    )
     assert [s.text for s in split_sentences(1, text)] == [
         "Hybrid search fuses BM25 and dense rankings into one list.",
         "A bullet item here",

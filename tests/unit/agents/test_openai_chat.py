@@ -50,7 +50,7 @@ def test_real_openai_is_blocked_by_the_network_guard(
 ) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-key")
-    with pytest.raises(RuntimeError, match="Tests may not resolve 'api.openai.com'"):
+    with pytest.raises(RuntimeError, match=r"Tests may not resolve 'api\.openai\.com'"):
         get_chat_model("openai:gpt-4o-mini").invoke("hi")
     assert any("api.openai.com" in attempt for attempt in _no_network)
     _no_network.clear()  # reaching out was the point of this test; do not fail it

@@ -50,3 +50,18 @@ def test_local_index_uses_ann_above_threshold() -> None:
     docs = index.search("document number 5", k=3, mode="dense")
     assert docs[0].id == "5"
     assert index._ann is not None
+
+
+def test_upsert_grows_the_graph_and_delete_rebuilds_it() -> None:
+    from ragworks.retrieval import Chunk, LocalIndex
+
+    index = LocalIndex(embeddings="hashing", ann_threshold=3)
+    index.upsert([Chunk(id=str(i), text=f"document number {i} about topic {i % 3}") for i in range(8)])
+    index.search("document", k=1, mode="dense")
+    graph = index._ann
+    assert graph is not None
+    index.upsert([Chunk(id="new", text="glaciers carve valleys slowly")])
+    assert index._ann is graph  # grown in place, not rebuilt
+    assert index.search("glaciers carve valleys", k=1, mode="dense")[0].id == "new"
+    index.delete(["new"])
+    assert "new" not in {d.id for d in index.search("glaciers carve valleys", k=5, mode="dense")}

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from langchain_core.retrievers import BaseRetriever
+
 from ragworks.retrieval import LocalIndex, get_retriever
 from ragworks.testing.contracts import CONTRACT_CORPUS, RetrieverContract
 

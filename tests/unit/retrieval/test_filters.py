@@ -1,4 +1,5 @@
 import pytest
+
 from ragworks.errors import ConfigError
 from ragworks.retrieval.filters import compile_filters, parse_filter_arg
 

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ragworks.errors import ConfigError
 from ragworks.retrieval import LocalIndex, ingest
 
