@@ -39,7 +39,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from ragworks.agents.prompts import NOT_FOUND, condense_keywords, parse_question, parse_sources
-from ragworks.retrieval._text import tokenize
+from ragworks.retrieval.text import tokenize
 
 RETRIEVER_TOOL_NAME = "search_documents"
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from langchain_core.documents import Document
 
-from ragworks.retrieval._text import tokenize
+from ragworks.retrieval.text import tokenize
 
 NOT_FOUND = "I could not find this in the documents."
 

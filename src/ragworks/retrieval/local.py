@@ -36,7 +36,7 @@ from langchain_core.documents import Document
 from ragworks.config import SearchMode
 from ragworks.embeddings import Embedder, get_embedder
 from ragworks.errors import ConfigError, IndexFormatError
-from ragworks.retrieval._text import tokenize, tokenize_many
+from ragworks.retrieval.text import tokenize, tokenize_many
 from ragworks.retrieval.ann import ANN_THRESHOLD, HnswIndex, ann_available
 from ragworks.retrieval.filters import compile_filters
 from ragworks.retrieval.fusion import FusionParams, fuse_top, top_indices, union

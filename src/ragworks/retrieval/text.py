@@ -1,4 +1,7 @@
-"""Tokenisation for BM25: lower-case words, English stop words removed, Snowball-stemmed."""
+"""Tokenisation shared by BM25, the offline answer model and offline judges.
+
+Lower-case words of two or more characters, English stop words removed, Snowball-stemmed.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def _stemmer() -> object:
 def tokenize(text: str) -> list[str]:
     """Split one text into stemmed BM25 terms."""
     words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOP]
-    return _stemmer().stemWords(words)  # type: ignore[attr-defined, no-any-return]
+    stemmed: list[str] = _stemmer().stemWords(words)  # type: ignore[attr-defined]
+    return stemmed
 
 
 def tokenize_many(texts: Iterable[str]) -> list[list[str]]:
