@@ -36,10 +36,10 @@ from langchain_core.documents import Document
 from ragworks.config import SearchMode
 from ragworks.embeddings import Embedder, get_embedder
 from ragworks.errors import ConfigError, IndexFormatError
-from ragworks.retrieval.text import tokenize, tokenize_many
 from ragworks.retrieval.ann import ANN_THRESHOLD, HnswIndex, ann_available
 from ragworks.retrieval.filters import compile_filters
 from ragworks.retrieval.fusion import FusionParams, fuse_top, top_indices, union
+from ragworks.retrieval.text import tokenize, tokenize_many
 
 logger = logging.getLogger(__name__)
 # bm25s forces its logger to DEBUG at import, which floods any handler an application configures.
