@@ -108,7 +108,13 @@ def get_retriever(config: RetrieverConfig | AgentConfig | dict[str, Any]) -> Bas
         factory = _RETRIEVERS[config.type]
     except KeyError:
         if config.type == "databricks-vector-search":
-            importlib.import_module("ragworks.retrieval.vector_search")
+            try:  # registers itself on import
+                importlib.import_module("ragworks.retrieval.vector_search")
+            except ImportError as exc:
+                raise ConfigError(
+                    "The databricks-vector-search retriever is not available in this install "
+                    f"({exc}); use type 'local' or a 'langchain:<module>:<attr>' retriever."
+                ) from exc
             return _RETRIEVERS[config.type](config)
         available = ", ".join(sorted([*_RETRIEVERS, "langchain:<module>:<attr>"]))
         raise ConfigError(f"Unknown retriever {config.type!r}. Available: {available}.") from None
