@@ -105,7 +105,14 @@ def test_serve_config_with_workers_and_tracing(served_config: tuple[str, str], d
         "trace_id"
     ]
     client = mlflow.MlflowClient(tracking_uri=tracking)
-    trace = _poll(lambda: client.get_trace(trace_id))
+
+    def complete_trace() -> Any:
+        # Spans are exported as they end, so the AGENT root (which ends last) may arrive later.
+        trace = client.get_trace(trace_id)
+        assert any(span.parent_id is None for span in trace.data.spans), "root span not exported yet"
+        return trace
+
+    trace = _poll(complete_trace)
     span_types = {span.span_type for span in trace.data.spans}
     assert {"AGENT", "RETRIEVER"} <= span_types, span_types
 
