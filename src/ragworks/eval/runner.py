@@ -27,7 +27,7 @@ from ragworks.config import AgentConfig
 from ragworks.errors import EvalError
 from ragworks.eval._extract import answer_of, question_of
 from ragworks.eval.judges import Judge, get_judge
-from ragworks.eval.scorers import SCORER_NAMES, make_scorer
+from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,6 @@ def _resolve_target(target: Target) -> Callable[[dict[str, Any]], Any]:
 
 def resolve_scorers(specs: Sequence[ScorerSpec] | None, *, judge: Judge, k: int) -> list[Any]:
     """Scorer names become our scorers (sharing `judge`); Scorer objects pass through unchanged."""
-    from ragworks.eval.scorers import DEFAULT_SCORERS
-
     out = []
     for spec in specs or DEFAULT_SCORERS:
         if isinstance(spec, str):
@@ -169,18 +167,59 @@ def resolve_scorers(specs: Sequence[ScorerSpec] | None, *, judge: Judge, k: int)
 
 
 @contextlib.contextmanager
-def _eval_workers(workers: int) -> Iterator[None]:
-    # MLflow sizes its predict and score pools from this variable; judge calls are bounded separately.
-    name = "MLFLOW_GENAI_EVAL_MAX_WORKERS"
-    old = os.environ.get(name)
-    os.environ[name] = str(workers)
+def _scoped_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _eval_env(workers: int, *, own_scorers_only: bool) -> dict[str, str]:
+    # MLflow sizes its predict and score pools from MLFLOW_GENAI_EVAL_MAX_WORKERS. Its scorer rate
+    # limiter starts at 10 calls/s per scorer ("auto"), a cap of its own on top of our judge's bound
+    # and backoff; it is turned off only when every scorer is ours and the caller did not set it.
+    env = {"MLFLOW_GENAI_EVAL_MAX_WORKERS": str(workers)}
+    if own_scorers_only and "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT" not in os.environ:
+        env["MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT"] = "0"
+    return env
+
+
+def _is_judge_name(spec: ScorerSpec) -> bool:
+    return isinstance(spec, str) and spec in JUDGE_SCORERS
+
+
+def _evaluate(
+    predict_fn: Callable[..., Any],
+    suite: EvalSuite,
+    scorer_list: Sequence[Any],
+    *,
+    prefetched: Sequence[Any],
+    workers: int,
+) -> Any:
+    """Predict and judge in our pools (see `_prefetch`), then let MLflow log and aggregate.
+
+    Any: mlflow's EvaluationResult."""
+    import mlflow
+
+    from ragworks.eval import _prefetch
+
+    if not _prefetch.supported():
+        logger.info("This MLflow lacks the evaluate internals the fast path reuses; using predict_fn.")
+        return mlflow.genai.evaluate(
+            data=suite.to_records(), predict_fn=predict_fn, scorers=list(scorer_list)
+        )
+    rows = _prefetch.predict_rows(predict_fn, suite.to_records(), workers=workers)
+    done = _prefetch.score_rows(prefetched, rows, workers=workers)
+    ahead = {id(s) for s in prefetched}
+    scorers = [_prefetch.memoised(s, done) if id(s) in ahead else s for s in scorer_list]
+    return mlflow.genai.evaluate(data=[r.record for r in rows], scorers=scorers)
 
 
 def run_suite(
@@ -196,6 +235,7 @@ def run_suite(
     run_name: str | None = None,
     concurrency: int = 8,
     report_format: str = "html",
+    prefetch: bool = True,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
 
@@ -212,6 +252,9 @@ def run_suite(
         run_name: the MLflow run name (default: the suite name).
         concurrency: rows predicted and scored at once, and judge calls in flight.
         report_format: `html` (with a score histogram per metric) or `md`.
+        prefetch: predict every row and run our judge scorers in our own pools first, then hand
+            `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
+            `predict_fn` to `evaluate` and lets its harness do both (several times slower).
 
     Raises:
         EvalError: the suite, the target or a scorer name is invalid, or MLflow failed.
@@ -220,16 +263,24 @@ def run_suite(
 
     suite = EvalSuite.load(suite)
     judge_obj = get_judge(judge, concurrency=concurrency) if isinstance(judge, str) else judge
-    scorer_list = resolve_scorers(scorers, judge=judge_obj, k=k)
+    specs = list(scorers or DEFAULT_SCORERS)
+    scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)
+    # Our judge scorers are the ones worth running ahead: they wait on the judge, not the CPU.
+    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)]
     predict_fn = make_predict_fn(target)
     if experiment:
         mlflow.set_experiment(experiment)
+    own_only = prefetch and all(isinstance(spec, str) for spec in specs)
+    env = _eval_env(concurrency, own_scorers_only=own_only)
     start = time.perf_counter()
-    with mlflow.start_run(run_name=run_name or suite.name) as run, _eval_workers(concurrency):
+    with mlflow.start_run(run_name=run_name or suite.name) as run, _scoped_env(env):
         try:
-            evaluation = mlflow.genai.evaluate(
-                data=suite.to_records(), predict_fn=predict_fn, scorers=scorer_list
-            )
+            if prefetch:
+                evaluation = _evaluate(predict_fn, suite, scorer_list, prefetched=judged, workers=concurrency)
+            else:
+                evaluation = mlflow.genai.evaluate(
+                    data=suite.to_records(), predict_fn=predict_fn, scorers=scorer_list
+                )
         except Exception as exc:
             raise EvalError(f"mlflow.genai.evaluate failed on suite {suite.name!r}: {exc}") from exc
         result = _summarise(run.info.run_id, suite, evaluation, judge_obj, scorer_list)

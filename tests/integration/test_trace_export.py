@@ -1,0 +1,156 @@
+"""The server's batched trace export: every trace lands, complete, in a temp SQLite store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.entities import SpanType
+from mlflow.tracing.constant import SpanAttributeKey, SpansLocation, TraceMetadataKey, TraceTagKey
+
+from ragworks.agents import build_agent
+from ragworks.agents.tracing import CONFIG_TAG
+from ragworks.config import AgentConfig
+from ragworks.serving._trace_export import (
+    BatchTraceExporter,
+    PendingTrace,
+    TraceBatchQueue,
+    install_batch_export,
+)
+
+REQUEST = {
+    "input": [{"role": "user", "content": "How are logged agents loaded back?"}],
+    "context": {"conversation_id": "conv-9", "user_id": "ada"},
+}
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[BatchTraceExporter]:
+    """The batch exporter under MLflow's tracing, storing into a temp SQLite database."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACE_SAMPLING_RATIO", "1")
+    original = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.tracing.reset()
+    installed = install_batch_export()
+    assert installed is not None
+    yield installed
+    installed.queue.flush()
+    mlflow.set_tracking_uri(original)
+    mp.undo()
+    mlflow.tracing.reset()
+
+
+def test_every_trace_lands_with_its_spans(exporter: BatchTraceExporter, docs_index: str) -> None:
+    config = AgentConfig(retriever={"type": "local", "index": docs_index, "k": 2})
+    agent = build_agent(config)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: agent.predict(REQUEST), range(40)))
+    mlflow.flush_trace_async_logging()  # MLflow's own flush drains the batch writer
+
+    traces = mlflow.search_traces(return_type="list", max_results=100)
+    assert len(traces) == 40
+    trace = traces[0]
+    assert sorted(s.span_type for s in trace.data.spans) == sorted(
+        [SpanType.AGENT, SpanType.RETRIEVER, SpanType.CHAT_MODEL]
+    )
+    (retriever,) = trace.search_spans(span_type=SpanType.RETRIEVER)
+    assert retriever.outputs[0]["metadata"]["doc_uri"].endswith(".md")
+    (chat,) = trace.search_spans(span_type=SpanType.CHAT_MODEL)
+    assert chat.get_attribute(SpanAttributeKey.CHAT_USAGE)["output_tokens"] > 0
+    assert trace.info.tags[CONFIG_TAG] == config.fingerprint()
+    assert trace.info.tags[TraceTagKey.SPANS_LOCATION] == SpansLocation.TRACKING_STORE.value
+    assert trace.info.trace_metadata[TraceMetadataKey.TRACE_SESSION] == "conv-9"
+    assert exporter._writer is not None  # stored by the writer process, not the fallback
+
+
+def test_traces_still_land_when_the_writer_process_dies(
+    exporter: BatchTraceExporter, docs_index: str
+) -> None:
+    build_agent(AgentConfig(retriever={"type": "local", "index": docs_index})).predict(REQUEST)
+    mlflow.flush_trace_async_logging()  # the first batch starts the writer process
+    assert exporter._writer is not None and exporter._writer._proc is not None
+    exporter._writer._proc.kill()
+    exporter._writer._proc.wait()
+    agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index}))
+    for _ in range(3):
+        agent.predict(REQUEST)
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces(return_type="list")
+    assert len(traces) == 4 and all(len(t.data.spans) == 3 for t in traces)
+    assert exporter._writer is None  # fell back to storing in-process
+
+
+def test_get_trace_with_flush_sees_the_last_trace(exporter: BatchTraceExporter, docs_index: str) -> None:
+    build_agent(AgentConfig(retriever={"type": "local", "index": docs_index})).predict(REQUEST)
+    trace_id = mlflow.get_last_active_trace_id()
+    assert trace_id is not None
+    trace = mlflow.get_trace(trace_id, flush=True)
+    assert trace is not None and len(trace.data.spans) == 3
+
+
+def test_not_installed_for_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "http://127.0.0.1:5000")
+    assert install_batch_export() is None
+
+
+def _item(n: int) -> PendingTrace:
+    return PendingTrace(trace=n, prompts=(), workspace=None)  # type: ignore[arg-type]  # opaque here
+
+
+def test_queue_writes_what_piled_up_as_one_batch() -> None:
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def write(items: list[PendingTrace]) -> None:
+        release.wait(5)
+        batches.append([item.trace for item in items])  # type: ignore[misc]
+
+    queue = TraceBatchQueue(write, max_batch=100)
+    for n in range(6):
+        queue.put(_item(n))
+    release.set()
+    queue.flush()
+    assert [n for batch in batches for n in batch] == list(range(6))
+    assert len(batches) <= 2  # the first trace alone, then the five that waited for it
+
+
+def test_full_queue_makes_callers_wait_instead_of_dropping() -> None:
+    written: list[int] = []
+    gate = threading.Semaphore(0)
+
+    def write(items: list[PendingTrace]) -> None:
+        gate.acquire(timeout=5)
+        written.extend(item.trace for item in items)  # type: ignore[misc]
+
+    queue = TraceBatchQueue(write, max_batch=1, max_pending=2)
+    producer = threading.Thread(target=lambda: [queue.put(_item(n)) for n in range(10)])
+    producer.start()
+    producer.join(0.3)
+    assert producer.is_alive()  # blocked on the full queue, not discarding
+    for _ in range(10):
+        gate.release()
+    producer.join(5)
+    queue.flush(terminate=True)
+    assert written == list(range(10))
+
+
+def test_failed_batch_does_not_stop_the_writer(caplog: pytest.LogCaptureFixture) -> None:
+    written: list[int] = []
+
+    def write(items: list[PendingTrace]) -> None:
+        if items[0].trace == 0:
+            raise RuntimeError("database is locked")
+        written.extend(item.trace for item in items)  # type: ignore[misc]
+
+    queue = TraceBatchQueue(write)
+    queue.put(_item(0))
+    queue.flush()
+    queue.put(_item(1))
+    queue.flush()
+    assert written == [1]
+    assert "Could not store 1 traces" in caplog.text

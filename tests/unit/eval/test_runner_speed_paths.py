@@ -1,0 +1,142 @@
+"""The runner's fast path: agent and judge run in our pools, `evaluate` gets traces and results."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow.entities import Document, Feedback, SpanType
+
+from ragworks.eval import _prefetch
+from ragworks.eval.runner import _eval_env, _scoped_env, run_suite
+from ragworks.eval.suite import EvalSuite
+
+SUITE = EvalSuite.model_validate(
+    {
+        "name": "speed",
+        "rows": [
+            {"inputs": "What is alpha?", "expectations": {"expected_doc_ids": ["alpha.md"]}},
+            {"inputs": "What is beta?", "expectations": {"expected_doc_ids": ["beta.md"]}},
+            {"inputs": "What is gamma?", "tags": {"topic": "greek"}},
+        ],
+    }
+)
+
+
+@mlflow.trace(span_type=SpanType.RETRIEVER)
+def _retrieve(question: str) -> list[dict[str, Any]]:
+    name = question.split()[-1].rstrip("?")
+    doc = Document(page_content=f"{name} is a letter.", metadata={"doc_uri": f"{name}.md"}, id=name)
+    return [doc.to_dict()]
+
+
+def agent(request: dict[str, Any]) -> dict[str, Any]:
+    question = request["input"][-1]["content"]
+    if "gamma" in question:
+        raise RuntimeError("agent down")
+    _retrieve(question)
+    text = f"{question.split()[-1].rstrip('?')} is a letter."
+    content = [{"type": "output_text", "text": text}]
+    return {"output": [{"type": "message", "role": "assistant", "id": "m", "content": content}]}
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_both_paths_log_the_same_assessments_on_the_agent_traces(prefetch: bool) -> None:
+    mlflow.set_experiment(f"speed-{prefetch}")
+    result = run_suite(
+        agent,
+        SUITE,
+        scorers=["faithfulness", "answer_relevance", "recall_at_k"],
+        judge="offline:lexical",
+        prefetch=prefetch,
+        concurrency=2,
+    )
+    assert result.metrics["recall_at_k"].mean == 1.0 and result.metrics["recall_at_k"].n == 2
+    table = result.table.set_index("question")
+    assert table.loc["What is alpha?", "faithfulness"] == 1.0  # the answer restates the chunk
+    assert table.loc["What is beta?", "answer_relevance"] > 0.5
+    traces = mlflow.search_traces(run_id=result.run_id, return_type="list")
+    # The agent traces itself, so a row that fails before its first span has no trace through
+    # evaluate's predict_fn; the fast path logs a minimal error trace for it (evaluate takes traces
+    # for every row or for none).
+    assert len(traces) == (3 if prefetch else 2)
+    for trace in traces:
+        names = {a.name for a in trace.info.assessments}
+        if "gamma" in (trace.info.request_preview or ""):
+            assert trace.info.tags.get("topic") == "greek"
+            continue
+        assert {"faithfulness", "answer_relevance", "recall_at_k", "expected_doc_ids"} <= names
+        assert trace.search_spans(span_type=SpanType.RETRIEVER)
+
+
+def test_the_judge_scorers_run_once_per_row_outside_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    class CountingJudge:
+        name = "offline:counting"
+
+        def answer_relevance(self, question: str, answer: str) -> Any:
+            from ragworks.eval.judges import Judgement
+
+            calls.append(question)
+            return Judgement(score=1.0, rationale="ok")
+
+    seen_scorers: list[list[str]] = []
+    real = mlflow.genai.evaluate
+
+    def spy(**kwargs: Any) -> Any:
+        seen_scorers.append([s.name for s in kwargs["scorers"]])
+        assert "predict_fn" not in kwargs and all("trace" in r for r in kwargs["data"][:2])
+        return real(**kwargs)
+
+    monkeypatch.setattr(mlflow.genai, "evaluate", spy)
+    mlflow.set_experiment("speed-counting")
+    result = run_suite(agent, SUITE, scorers=["answer_relevance"], judge=CountingJudge(), concurrency=2)
+    assert sorted(calls) == ["What is alpha?", "What is beta?", "What is gamma?"]  # once each
+    assert seen_scorers == [["answer_relevance"]]
+    assert result.metrics["answer_relevance"].n == 3
+
+
+def test_memoised_scorer_hands_back_results_reraises_errors_and_falls_back() -> None:
+    from mlflow.genai.scorers import scorer
+
+    live: list[str] = []
+
+    @scorer(name="s")
+    def original(outputs: Any) -> Feedback:
+        live.append(outputs)
+        return Feedback(name="s", value=0.0)
+
+    class _Trace:
+        def __init__(self, trace_id: str) -> None:
+            self.info = type("Info", (), {"trace_id": trace_id})()
+
+    kept = Feedback(name="s", value=1.0)
+    done: dict[tuple[str, str], Any] = {("s", "t1"): kept, ("s", "t2"): ValueError("judge broke")}
+    memo = _prefetch.memoised(original, done)
+    assert memo.name == "s"
+    assert memo.run(inputs={}, outputs="a", trace=_Trace("t1")) is kept
+    with pytest.raises(ValueError, match="judge broke"):
+        memo.run(inputs={}, outputs="b", trace=_Trace("t2"))
+    assert memo.run(inputs={}, outputs="c", trace=_Trace("t3")).value == 0.0
+    assert live == ["c"] and not done
+
+
+def test_eval_env_turns_off_the_scorer_rate_limit_only_for_our_scorers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT", raising=False)
+    assert _eval_env(4, own_scorers_only=True) == {
+        "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
+        "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0",
+    }
+    assert _eval_env(4, own_scorers_only=False) == {"MLFLOW_GENAI_EVAL_MAX_WORKERS": "4"}
+    monkeypatch.setenv("MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT", "5")
+    assert "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT" not in _eval_env(4, own_scorers_only=True)
+    monkeypatch.delenv("MLFLOW_GENAI_EVAL_MAX_WORKERS", raising=False)
+    with _scoped_env({"MLFLOW_GENAI_EVAL_MAX_WORKERS": "3", "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0"}):
+        assert os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] == "3"
+    assert "MLFLOW_GENAI_EVAL_MAX_WORKERS" not in os.environ
+    assert os.environ["MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT"] == "5"
