@@ -15,7 +15,9 @@ links or attachments, and any batch the process cannot take, are stored in-proce
 `_log_trace`. `mlflow.flush_trace_async_logging()` and `mlflow.get_trace(..., flush=True)` drain it.
 
 Only database tracking stores (`sqlite:`, `postgresql:`, ...) get it; others keep MLflow's exporter.
-For SQLite it also turns on WAL with `synchronous=NORMAL`, so a commit does not wait for an fsync.
+For SQLite the writer process turns on WAL with `synchronous=NORMAL`, so a commit does not wait for
+an fsync. With `--workers N`, `prepare_tracking_store` creates a new database once, before the
+workers start: each worker sets up tracing at startup, and N of them would race to migrate it.
 """
 
 from __future__ import annotations
@@ -264,7 +266,7 @@ def install_batch_export() -> BatchTraceExporter | None:
         logger.warning("Traces are exported by MLflow's own exporter: %s", exc)
         return None
     uri = mlflow.get_tracking_uri()
-    if uri.split(":", 1)[0].split("+", 1)[0] not in DATABASE_SCHEMES:
+    if _scheme(uri) not in DATABASE_SCHEMES:
         return None
     _get_tracer(__name__)  # make MLflow set up its tracer provider now, not on the first request
     processor = _get_span_processor()
@@ -272,12 +274,25 @@ def install_batch_export() -> BatchTraceExporter | None:
         return None
     if type(processor.span_exporter) is not MlflowV3SpanExporter:  # someone else's, or ours already
         return None
-    tune_sqlite(uri)
     in_memory = uri.startswith("sqlite") and uri.rstrip("/") in ("sqlite:", "sqlite:///:memory:")
     exporter = BatchTraceExporter(uri, child=not in_memory)  # a child cannot see an in-memory DB
     _swap_exporter(processor, exporter)
     logger.info("Traces are stored in batches by a writer process (%s).", uri)
     return exporter
+
+
+def prepare_tracking_store() -> None:
+    """Create (or migrate) a database tracking store now, in one process, before workers start."""
+    uri = mlflow.get_tracking_uri()
+    if _scheme(uri) not in DATABASE_SCHEMES:
+        return
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    _get_store(uri)
+
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0]
 
 
 def _swap_exporter(processor: Any, exporter: BatchTraceExporter) -> None:

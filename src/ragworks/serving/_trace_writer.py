@@ -42,19 +42,34 @@ def store_traces(client: TracingClient, traces: Sequence[Trace]) -> None:
             logger.warning("Could not store the spans of %d traces: %s", len(traces), exc)
 
 
+def _open_store(uri: str, *, attempts: int = 5) -> None:
+    """Open (and, if new, create) the store; another worker's writer may be creating it right now."""
+    import time
+
+    from ragworks.serving._trace_export import tune_sqlite
+
+    for attempt in range(attempts):
+        try:
+            tune_sqlite(uri)
+            return
+        except Exception as exc:  # e.g. "table _alembic_tmp_tags already exists" mid-migration
+            if attempt == attempts - 1:
+                raise
+            logger.warning("Could not open the tracking store yet (%s); retrying.", exc)
+            time.sleep(1 + attempt)
+
+
 def main(argv: Sequence[str]) -> None:
     """Serve the protocol on stdin/stdout until stdin closes."""
     import json
     import os
-
-    from ragworks.serving._trace_export import tune_sqlite
 
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")  # the protocol's channel ...
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # ... and stray prints go to the log
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     uri = argv[0]
-    tune_sqlite(uri)
+    _open_store(uri)
     client = TracingClient(uri)
     for line in sys.stdin:
         try:

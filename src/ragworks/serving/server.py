@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from ragworks.serving._trace_export import install_batch_export
+from ragworks.serving._trace_export import install_batch_export, prepare_tracking_store
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app, load_agent
 from ragworks.serving.limits import ServingLimits
 
@@ -25,6 +25,7 @@ def run_server(
     """Serve until interrupted; with several workers each process builds its own agent from `spec`."""
     if workers > 1:
         os.environ[SPEC_ENV] = spec.to_json()  # uvicorn's worker processes inherit it
+        prepare_tracking_store()  # once, here: the workers would race to create a new database
         uvicorn.run(
             FACTORY,
             factory=True,
