@@ -109,3 +109,33 @@ def test_chat_model_trace(docs_index: str, tmp_path: Path) -> None:
     assert trace.data.spans[0].span_type == SpanType.AGENT
     assert SpanType.RETRIEVER in _types(trace)
     assert trace.info.trace_metadata[TraceMetadataKey.TRACE_SESSION] == "conv-7"
+
+
+@pytest.mark.usefixtures("tracking")
+def test_mlflow_retrieval_groundedness_reads_our_retrieved_context(
+    docs_index: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from mlflow.genai.scorers import RetrievalGroundedness
+
+    from ragworks.testing.emulators.openai_stub import OpenAIStub, StubReply
+
+    build_agent(_config(docs_index)).predict(REQUEST)
+    trace = _last_trace()
+    (retriever,) = trace.search_spans(span_type=SpanType.RETRIEVER)
+    chunk_text = retriever.outputs[0]["page_content"]
+
+    def grounded(body: dict[str, Any]) -> StubReply:
+        return StubReply(content=json.dumps({"result": "yes", "rationale": "Every claim is in the context."}))
+
+    with OpenAIStub(responder=grounded) as judge:
+        monkeypatch.setenv("OPENAI_BASE_URL", judge.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "stub-key")
+        monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")  # no price lookups over the network
+        feedback = RetrievalGroundedness(model="openai:/judge-model")(trace=trace)
+    feedbacks = feedback if isinstance(feedback, list) else [feedback]
+    assert feedbacks and all(f.error is None and f.value == "yes" for f in feedbacks)
+    prompts = " ".join(str(m.get("content")) for r in judge.requests for m in r.body["messages"])
+    # The judge saw the text our RETRIEVER span returned: MLflow found the context with no glue.
+    assert chunk_text.split("\n")[0][:40] in prompts
