@@ -2,7 +2,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import typer
@@ -160,25 +159,22 @@ def test_quickstart_answers_logs_and_traces(tmp_path: Path) -> None:
     assert {"AGENT", "RETRIEVER", "CHAT_MODEL"} <= {s.span_type for s in traces[0].data.spans}
 
 
-def test_log_model_passes_the_options_to_log_agent(
-    app: typer.Typer, index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import ragworks.agents.logged_model as logged_model
+def test_log_model_logs_and_registers_a_loadable_model(app: typer.Typer, index: Path, tmp_path: Path) -> None:
+    import mlflow
 
-    calls = []
-
-    def fake_log_agent(config: AgentConfig, name: str, registered: str | None, *, index_path: Path) -> object:
-        calls.append((config, name, registered, index_path))
-        return SimpleNamespace(model_uri="models:/m-1", model_id="m-1", registered_model_version=2)
-
-    monkeypatch.setattr(logged_model, "log_agent", fake_log_agent)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
     config = tmp_path / "agent.yaml"
     AgentConfig(retriever={"type": "local", "index": str(index), "k": 2}).to_yaml(config)
     args = ["log-model", "-c", str(config), "--index", str(index), "--name", "rag"]
-    args += ["--registered-model-name", "r"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    [(cfg, name, registered, index_path)] = calls
-    assert (cfg.retriever.k, name, registered, index_path) == (2, "rag", "r", index)
-    assert "Logged model models:/m-1" in result.output and "Registered version 2" in result.output
+    args += ["--registered-model-name", "violins"]
+    original = mlflow.get_tracking_uri()
+    try:
+        result = runner.invoke(app, args, env={"MLFLOW_TRACKING_URI": tracking})
+        assert result.exit_code == 0, result.output
+        assert "Logged model models:/" in result.output and "Registered version 1" in result.output
+        mlflow.set_tracking_uri(tracking)
+        model = mlflow.pyfunc.load_model("models:/violins/1")
+        answer = model.predict({"input": [{"role": "user", "content": "How many strings has a violin?"}]})
+        assert "four strings" in answer["output"][-1]["content"][0]["text"]
+    finally:
+        mlflow.set_tracking_uri(original)
