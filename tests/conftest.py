@@ -84,6 +84,24 @@ def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         pytest.fail(f"The test tried to use the network: {', '.join(attempts)}", pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _restore_active_experiment() -> Iterator[None]:
+    """Undo `mlflow.set_experiment` after each test.
+
+    It leaves a process-wide active experiment (and MLFLOW_EXPERIMENT_ID) behind; a later test with
+    another tracking store would then log its traces to an experiment id that store does not have.
+    """
+    import mlflow.tracking.fluent as fluent
+
+    saved_id, saved_env = fluent._active_experiment_id, os.environ.get("MLFLOW_EXPERIMENT_ID")
+    yield
+    fluent._active_experiment_id = saved_id
+    if saved_env is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = saved_env
+
+
 @pytest.fixture
 def tracing_off() -> Iterator[None]:
     """Run a test with MLflow tracing disabled (its first use costs seconds: it sets up the store)."""

@@ -185,7 +185,33 @@ def _cite(sentence: _Sentence) -> str:
     return f"{body} [{sentence.source}]{end}"
 
 
-class OfflineChatModel(BaseChatModel):
+class ReplyStreamingChatModel(BaseChatModel):
+    """A chat model that builds a whole reply, then streams it word by word like a real model."""
+
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        """The complete reply to `messages`."""
+        raise NotImplementedError
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield from stream_message(self._reply(messages), run_manager)
+
+
+class OfflineChatModel(ReplyStreamingChatModel):
     """A chat model that answers extractively from the sources in its prompt, with no network."""
 
     max_sentences: int = 3
@@ -252,24 +278,6 @@ class OfflineChatModel(BaseChatModel):
         expanded = condense_keywords(question, _earlier_questions(messages[: turn + 1]))
         context = expanded[len(question) :]
         return extractive_answer(question, sources, context=context, max_sentences=self.max_sentences)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        yield from stream_message(self._reply(messages), run_manager)
 
 
 def stream_message(

@@ -14,21 +14,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import Field, PrivateAttr, field_validator
 
-from ragworks.agents.offline import stream_message
+from ragworks.agents.offline import ReplyStreamingChatModel
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(ReplyStreamingChatModel):
     """Returns queued replies in order, records every prompt in `.history`, and streams word chunks."""
 
     responses: list[AIMessage] = Field(default_factory=list)
@@ -72,7 +70,7 @@ class ScriptedChatModel(BaseChatModel):
         self._tools = [getattr(t, "name", getattr(t, "__name__", str(t))) for t in tools]
         return self
 
-    def _next(self, messages: list[BaseMessage]) -> AIMessage:
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
         self._history.append(list(messages))
         if self._cursor >= len(self.responses):
             if not (self.repeat_last and self.responses):
@@ -92,21 +90,3 @@ class ScriptedChatModel(BaseChatModel):
                 "total_tokens": n_in + n_out,
             }
         return message
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._next(messages))])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        yield from stream_message(self._next(messages), run_manager)
