@@ -1,7 +1,8 @@
 """Retrievers built from config by name: `local`, `databricks-vector-search`, `langchain:<module>:<attr>`.
 
 Example:
-    >>> from ragworks.config import RetrieverConfig
+    >>> from ragworks._imports import import_object
+from ragworks.config import RetrieverConfig
     >>> retriever = get_retriever(RetrieverConfig(type="local", index="./index", k=3))  # doctest: +SKIP
     >>> retriever.invoke("how do I log an agent?")                                      # doctest: +SKIP
 """
@@ -19,6 +20,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from ragworks._imports import import_object
 from ragworks.config import AgentConfig, RetrieverConfig, SearchMode
 from ragworks.errors import ConfigError, RagworksError, RetrievalError
 from ragworks.retrieval.local import LocalIndex
@@ -81,18 +83,10 @@ def _local(config: RetrieverConfig) -> BaseRetriever:
 
 def _langchain(config: RetrieverConfig) -> BaseRetriever:
     spec = config.type.removeprefix("langchain:")
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"Write a LangChain retriever as 'langchain:<module>:<attr>', got {config.type!r}.")
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"Cannot import {module_name}:{attr} for retriever {config.type!r}: {exc}") from exc
+    target = import_object(spec, what="LangChain retriever", form="langchain:<module>:<attr>")
     retriever = target if isinstance(target, BaseRetriever) else target(**config.options)
     if not isinstance(retriever, BaseRetriever):
-        raise ConfigError(
-            f"{module_name}:{attr} gave a {type(retriever).__name__}, not a LangChain BaseRetriever."
-        )
+        raise ConfigError(f"{spec} gave a {type(retriever).__name__}, not a LangChain BaseRetriever.")
     return retriever
 
 

@@ -11,26 +11,21 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Sequence
 
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, StructuredTool
 
+from ragworks._imports import import_object
 from ragworks.errors import ConfigError
 from ragworks.tools.retriever_tool import make_retriever_tool
 
 
 def load_tool(spec: str) -> BaseTool:
     """Import the tool a `module:function` spec names."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"Write a tool as 'module:function', got {spec!r}.")
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"Cannot import tool {spec!r}: {exc}. Check the module path and the name.") from exc
+    target = import_object(spec, what="tool", form="module:function")
+    attr = spec.partition(":")[2]
     if isinstance(target, BaseTool):
         return target
     if not callable(target):

@@ -44,7 +44,7 @@ class TestLangChainPlugin(RetrieverContract):
 def test_unimportable_or_malformed_langchain_retrievers_are_config_errors() -> None:
     from ragworks.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="Cannot import nomodule_xyz:thing"):
+    with pytest.raises(ConfigError, match=r"Cannot import LangChain retriever 'nomodule_xyz:thing'"):
         get_retriever({"type": "langchain:nomodule_xyz:thing"})
     with pytest.raises(ConfigError, match="langchain:<module>:<attr>"):
         get_retriever({"type": "langchain:just_a_module"})
