@@ -8,9 +8,32 @@ Example:
 
 from __future__ import annotations
 
-from ragworks.serving.app import ServeSpec, build_app, create_app, load_agent
-from ragworks.serving.limits import ServingLimits
-from ragworks.serving.server import run_server, serve_in_thread
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use: the app imports MLflow's AgentServer, which `ragworks --help` must not pay for.
+_LAZY = {
+    "ServeSpec": "ragworks.serving.app",
+    "ServingLimits": "ragworks.serving.limits",
+    "build_app": "ragworks.serving.app",
+    "create_app": "ragworks.serving.app",
+    "load_agent": "ragworks.serving.app",
+    "run_server": "ragworks.serving.server",
+    "serve_in_thread": "ragworks.serving.server",
+}
+
+if TYPE_CHECKING:
+    from ragworks.serving.app import ServeSpec, build_app, create_app, load_agent
+    from ragworks.serving.limits import ServingLimits
+    from ragworks.serving.server import run_server, serve_in_thread
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ragworks.serving' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ServeSpec",
