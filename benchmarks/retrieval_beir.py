@@ -37,8 +37,11 @@ SPEED_QUERIES = 100
 
 
 def line(name: str, ndcg: float, recall: float, build_s: float, qps: float, note: str = "") -> None:
-    print(f"{name:<16} nDCG@10={ndcg:.4f}  R@100={recall:.4f}  build={build_s:7.2f}s  "
-          f"qps={qps:8.1f}{'  ' + note if note else ''}", flush=True)
+    print(
+        f"{name:<16} nDCG@10={ndcg:.4f}  R@100={recall:.4f}  build={build_s:7.2f}s  "
+        f"qps={qps:8.1f}{'  ' + note if note else ''}",
+        flush=True,
+    )
 
 
 def chunks(data: BeirData, n: int | None = None) -> list[Chunk]:
@@ -97,8 +100,10 @@ def cached_embedder(data: BeirData, cache: Path | None) -> CachedEmbedder | None
         meta.write_text(json.dumps({"embed_s": time.perf_counter() - start, "docs": len(data.doc_texts)}))
     if meta.exists():
         cold = json.loads(meta.read_text())["embed_s"]
-        print(f"MiniLM corpus embedding (cold, when the cache was filled): {cold:.1f}s for "
-              f"{len(data.doc_texts)} docs ({len(data.doc_texts) / cold:.1f} docs/s); cache {cache}")
+        print(
+            f"MiniLM corpus embedding (cold, when the cache was filled): {cold:.1f}s for "
+            f"{len(data.doc_texts)} docs ({len(data.doc_texts) / cold:.1f} docs/s); cache {cache}"
+        )
     return embedder
 
 
@@ -124,13 +129,14 @@ def bench_ours(data: BeirData, *, skip_dense: bool, cache: Path | None) -> Local
 
 
 # ----------------------------------------------------------------- speed ratios
-def interleaved(ours: Callable[[str], object], bare: Callable[[str], object], queries: list[str],
-                rounds: int = 3) -> tuple[float, float]:
+def interleaved(
+    ours: Callable[[str], object], bare: Callable[[str], object], queries: list[str], rounds: int = 3
+) -> tuple[float, float]:
     """Mean ms/query of each side: per query the fastest of `rounds` alternating runs (ABBA...)."""
     best = np.full((2, len(queries)), np.inf)
     for r in range(rounds):
         for i, q in enumerate(queries):
-            for side in ((0, 1) if r % 2 == 0 else (1, 0)):
+            for side in (0, 1) if r % 2 == 0 else (1, 0):
                 fn = ours if side == 0 else bare
                 start = time.perf_counter()
                 fn(q)
@@ -141,8 +147,11 @@ def interleaved(ours: Callable[[str], object], bare: Callable[[str], object], qu
 def ratio(label: str, ours_ms: float, bare_ms: float, goal: float) -> None:
     r = ours_ms / bare_ms
     verdict = "ok" if r <= goal else "OVER GOAL"
-    print(f"{label:<58} ours {ours_ms:8.3f} ms  bare {bare_ms:8.3f} ms  ratio {r:5.2f}x "
-          f"(goal <= {goal}x: {verdict})", flush=True)
+    print(
+        f"{label:<58} ours {ours_ms:8.3f} ms  bare {bare_ms:8.3f} ms  ratio {r:5.2f}x "
+        f"(goal <= {goal}x: {verdict})",
+        flush=True,
+    )
 
 
 def bench_search_ratios(data: BeirData, bare: bm25s.BM25, index: LocalIndex | None) -> None:
@@ -150,17 +159,22 @@ def bench_search_ratios(data: BeirData, bare: bm25s.BM25, index: LocalIndex | No
     bm25_index = LocalIndex(embeddings="none")
     bm25_index.upsert(chunks(data))
     for k in (K_SPEED, K_EVAL):
-        ours_ms, bare_ms = interleaved(lambda q, k=k: bm25_index.search(q, k=k, mode="bm25"),
-                                       lambda q, k=k: bare_search(bare, q, k), queries)
+        ours_ms, bare_ms = interleaved(
+            lambda q, k=k: bm25_index.search(q, k=k, mode="bm25"),
+            lambda q, k=k: bare_search(bare, q, k),
+            queries,
+        )
         ratio(f"(a) BM25 search, k={k}: ours vs bare bm25s", ours_ms, bare_ms, 1.5)
     if index is None:
         return
     model = bare_model()
     queries = queries[:SPEED_QUERIES]
     for k in (K_SPEED, K_EVAL):
+
         def baseline(q: str, k: int = k) -> None:
             model.encode([q])
             bare_search(bare, q, k)
+
         ours_ms, bare_ms = interleaved(lambda q, k=k: index.search(q, k=k, mode="hybrid"), baseline, queries)
         ratio(f"(b) hybrid search, k={k}: ours vs MiniLM encode + bare bm25s", ours_ms, bare_ms, 1.3)
 
@@ -185,8 +199,12 @@ def bench_ingest(data: BeirData, n: int) -> None:
         else:
             model.encode(texts)  # type: ignore[attr-defined]
         times[side] = min(times[side], time.perf_counter() - start)
-    ratio(f"(c) ingest {n} docs: LocalIndex.upsert vs SentenceTransformer.encode",
-          times["ours"] * 1e3, times["bare"] * 1e3, 1.3)
+    ratio(
+        f"(c) ingest {n} docs: LocalIndex.upsert vs SentenceTransformer.encode",
+        times["ours"] * 1e3,
+        times["bare"] * 1e3,
+        1.3,
+    )
 
 
 # ----------------------------------------------------------------- ANN scale test
@@ -222,9 +240,12 @@ def bench_scale(n: int, *, isotropic: bool, dim: int = 384, n_queries: int = 200
     build_s = time.perf_counter() - start
     for k in (K_SPEED, K_EVAL):
         exact_ms, ann_ms, recall = scale_queries(vectors, queries, ann, k)
-        print(f"(d) {n:,} x {dim} {kind} unit vectors, k={k}: exact numpy {exact_ms:.2f} ms/query, HNSW "
-              f"{ann_ms:.2f} ms/query (speed-up {exact_ms / ann_ms:.1f}x), HNSW recall@{k} vs exact "
-              f"{recall:.4f} (goal >= 0.99), HNSW build {build_s:.1f}s", flush=True)
+        print(
+            f"(d) {n:,} x {dim} {kind} unit vectors, k={k}: exact numpy {exact_ms:.2f} ms/query, HNSW "
+            f"{ann_ms:.2f} ms/query (speed-up {exact_ms / ann_ms:.1f}x), HNSW recall@{k} vs exact "
+            f"{recall:.4f} (goal >= 0.99), HNSW build {build_s:.1f}s",
+            flush=True,
+        )
 
 
 def scale_queries(
@@ -271,8 +292,11 @@ def main() -> None:
     args = parse_args()
     start = time.perf_counter()
     data = limited(load_beir(args.data, args.split), args.limit_queries)
-    print(f"{args.data.name}/{args.split}: {len(data.doc_ids)} docs, {len(data.queries)} queries; "
-          f"quality from k={K_EVAL} searches, qps single-threaded over all queries", flush=True)
+    print(
+        f"{args.data.name}/{args.split}: {len(data.doc_ids)} docs, {len(data.queries)} queries; "
+        f"quality from k={K_EVAL} searches, qps single-threaded over all queries",
+        flush=True,
+    )
     bare = bench_bare(data)
     index = bench_ours(data, skip_dense=args.skip_dense, cache=None if args.no_cache else args.cache)
     bench_search_ratios(data, bare, index)

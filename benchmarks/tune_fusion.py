@@ -113,8 +113,11 @@ def tune_fusion(index: LocalIndex, data: BeirData) -> FusionParams:
     results = [(replay(prepared, data, p), p) for p in fusion_grid()]
     print("stage 2: fusion (best per family, nDCG@10 / Recall@100 on train)")
     for family in ("rrf", "minmax", "zscore"):
-        fam = [r for r in results if family in (r[1].method, r[1].normalize) and
-               (family == "rrf") == (r[1].method == "rrf")]
+        fam = [
+            r
+            for r in results
+            if family in (r[1].method, r[1].normalize) and (family == "rrf") == (r[1].method == "rrf")
+        ]
         for (ndcg, recall), p in sorted(fam, key=lambda r: r[0], reverse=True)[:3]:
             print(f"  {describe(p):<40} nDCG@10={ndcg:.4f} R@100={recall:.4f}")
     (ndcg, recall), best = max(results, key=lambda r: r[0])

@@ -55,9 +55,7 @@ class RetrieverConfig(_Strict):
     def _known_type(cls, value: str) -> str:
         if value in {"local", "databricks-vector-search"} or value.startswith("langchain:"):
             return value
-        raise ValueError(
-            "must be 'local', 'databricks-vector-search' or 'langchain:<module>:<attr>'"
-        )
+        raise ValueError("must be 'local', 'databricks-vector-search' or 'langchain:<module>:<attr>'")
 
 
 class IngestConfig(_Strict):

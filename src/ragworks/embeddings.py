@@ -116,7 +116,7 @@ class HashingEmbedder(Embedder):
 
     def _features(self, text: str) -> list[str]:
         words = _WORD.findall(text.lower())
-        grams = [f"#{w[i:i + 3]}" for w in words if len(w) > 3 for i in range(len(w) - 2)]
+        grams = [f"#{w[i : i + 3]}" for w in words if len(w) > 3 for i in range(len(w) - 2)]
         return words + grams
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:

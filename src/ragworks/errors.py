@@ -1,12 +1,12 @@
 """The single exception hierarchy of ragworks.
 
-    RagworksError            root: the CLI and the server catch only this
-     ├── ConfigError         the caller must change the config, an argument or the environment
-     ├── RetrievalError      a retriever backend failed; carries the backend name
-     ├── IndexFormatError    an index folder is missing, old or foreign (a ConfigError)
-     ├── ModelError          a chat or embedding model call failed
-     ├── ToolError           a tool failed; the message is shown to the model
-     └── EvalError           an evaluation suite or judge failed
+RagworksError            root: the CLI and the server catch only this
+ ├── ConfigError         the caller must change the config, an argument or the environment
+ ├── RetrievalError      a retriever backend failed; carries the backend name
+ ├── IndexFormatError    an index folder is missing, old or foreign (a ConfigError)
+ ├── ModelError          a chat or embedding model call failed
+ ├── ToolError           a tool failed; the message is shown to the model
+ └── EvalError           an evaluation suite or judge failed
 """
 
 from __future__ import annotations

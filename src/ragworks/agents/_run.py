@@ -4,6 +4,10 @@
 node's state update when it ends. Text deltas come from the chunks of answer nodes; finished
 messages, tool calls, tool results and documents come from the updates. Invariant: for every text
 item, the concatenated deltas equal the finished text.
+
+With `stream=False` only the updates are read, so the chat model is called once (`invoke`), not
+token by token through LangGraph's callbacks: the same events, each text as a single delta, at a
+fraction of the CPU (what non-streaming `predict` and `/invocations` want).
 """
 
 from __future__ import annotations
@@ -129,12 +133,17 @@ class _Run:
 
 
 def run_graph(
-    graph: CompiledStateGraph, messages: list[BaseMessage], *, config: RunnableConfig | None = None
+    graph: CompiledStateGraph,
+    messages: list[BaseMessage],
+    *,
+    config: RunnableConfig | None = None,
+    stream: bool = True,
 ) -> Iterator[AgentEvent]:
     """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`."""
     run = _Run()
-    stream = graph.stream({"messages": messages}, config, stream_mode=["messages", "updates"])
-    for mode, payload in stream:
+    modes = ["messages", "updates"] if stream else ["updates"]
+    events = graph.stream({"messages": messages}, config, stream_mode=modes)
+    for mode, payload in events:
         if mode == "messages":
             chunk, meta = cast(tuple[BaseMessage, dict[str, Any]], payload)
             if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") in ANSWER_NODES:

@@ -64,7 +64,7 @@ class RagChatModel(ChatModel):
     ) -> ChatCompletionResponse:
         """Answer a chat; the reduction of `predict_stream`'s chunks."""
         text, custom = [], None
-        for chunk in self._chunks(messages, params):
+        for chunk in self._chunks(messages, params, stream=False):
             text.append(chunk.choices[0].delta.content or "")
             custom = chunk.custom_outputs or custom
         message = ChatMessage(role="assistant", content="".join(text))
@@ -79,12 +79,14 @@ class RagChatModel(ChatModel):
         """Stream the answer as chat-completion chunks; the last one carries the sources."""
         yield from self._chunks(messages, params)
 
-    def _chunks(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatCompletionChunk]:
+    def _chunks(
+        self, messages: list[ChatMessage], params: ChatParams, *, stream: bool = True
+    ) -> Iterator[ChatCompletionChunk]:
         self._annotate(params)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         items = [m.to_dict() for m in messages]
         texts_done = 0
-        for event in run_graph(self.graph, chat_to_messages(items)):
+        for event in run_graph(self.graph, chat_to_messages(items), stream=stream):
             if isinstance(event, TextDelta):
                 # separate the texts of successive assistant messages (tool-calling agents)
                 prefix = "\n\n" if texts_done else ""

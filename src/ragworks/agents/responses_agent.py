@@ -1,8 +1,9 @@
 """`RagResponsesAgent`: an MLflow `ResponsesAgent` over a compiled ragworks graph.
 
 `predict_stream` turns the graph's events into Responses stream events; `predict` is the reduction
-of that same stream, so there is one code path. MLflow wraps both methods in an AGENT span (the
-trace root); the graph's nodes add the RETRIEVER, CHAT_MODEL and TOOL spans below it.
+of the same events with token streaming off (the model is invoked once), so there is one code path.
+MLflow wraps both methods in an AGENT span (the trace root); the graph's nodes add the RETRIEVER,
+CHAT_MODEL and TOOL spans below it.
 
 Example:
     >>> agent = build_agent({"retriever": {"type": "local", "index": "./index"}})   # doctest: +SKIP
@@ -55,8 +56,8 @@ class RagResponsesAgent(ResponsesAgent):
     def predict(  # type: ignore[override]  # ResponsesAgent's signature, not PythonModel's
         self, request: ResponsesAgentRequest
     ) -> ResponsesAgentResponse:
-        """Answer a request; the reduction of `predict_stream`'s events."""
-        return reduce_stream(self._events(request))
+        """Answer a request; the reduction of `predict_stream`'s events, without token streaming."""
+        return reduce_stream(self._events(request, stream=False))
 
     def predict_stream(  # type: ignore[override]  # ResponsesAgent's signature, not PythonModel's
         self, request: ResponsesAgentRequest
@@ -64,10 +65,12 @@ class RagResponsesAgent(ResponsesAgent):
         """Stream text deltas as the model writes, then each finished output item."""
         yield from self._events(request)
 
-    def _events(self, request: ResponsesAgentRequest) -> Iterator[ResponsesAgentStreamEvent]:
+    def _events(
+        self, request: ResponsesAgentRequest, *, stream: bool = True
+    ) -> Iterator[ResponsesAgentStreamEvent]:
         self._annotate(request)
         items = [i if isinstance(i, dict) else i.model_dump(exclude_none=True) for i in request.input]
-        for event in run_graph(self.graph, responses_items_to_messages(items)):
+        for event in run_graph(self.graph, responses_items_to_messages(items), stream=stream):
             yield ResponsesAgentStreamEvent(**self._to_stream_event(event))
 
     def _annotate(self, request: ResponsesAgentRequest) -> None:

@@ -83,9 +83,7 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
 def make_splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSplitter:
     """The text splitter for chunking; overlap must be smaller than the chunk size."""
     if chunk_overlap >= chunk_size:
-        raise ConfigError(
-            f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})."
-        )
+        raise ConfigError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size}).")
     return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
 

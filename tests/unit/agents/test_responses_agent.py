@@ -10,9 +10,12 @@ from mlflow.types.responses import ResponsesAgentResponse
 
 from ragworks.agents import RagChatModel, RagResponsesAgent, build_agent
 from ragworks.agents.builder import build_chat_agent
+from ragworks.agents.graphs import build_rag_graph
 from ragworks.agents.prompts import NOT_FOUND
 from ragworks.agents.responses_agent import reduce_stream
 from ragworks.config import AgentConfig
+from ragworks.retrieval.registry import get_retriever
+from ragworks.testing.fakes import ScriptedChatModel
 
 pytestmark = pytest.mark.usefixtures("tracing_off")
 
@@ -99,3 +102,26 @@ def test_chat_model_predict_and_stream(docs_index: str) -> None:
     assert len(chunks) > 2
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
     assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].custom_outputs["sources"]
+
+
+class _CountingModel(ScriptedChatModel):
+    """Records whether LangGraph asked for a token stream or a single reply."""
+
+    streamed: int = 0
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.streamed += 1
+        return super()._stream(*args, **kwargs)
+
+
+def test_predict_invokes_the_model_once_and_predict_stream_streams_tokens(docs_index: str) -> None:
+    model = _CountingModel(responses=["It is a folder [1]."], repeat_last=True)
+    agent = RagResponsesAgent(build_rag_graph(get_retriever(_config(docs_index)), model, condense="none"))
+    predicted = agent.predict(_request("How does ragworks store the index?"))
+    assert model.streamed == 0 and _text(predicted) == "It is a folder [1]."
+    deltas = [
+        e.delta
+        for e in agent.predict_stream(_request("How does ragworks store the index?"))
+        if e.type == "response.output_text.delta"
+    ]
+    assert model.streamed == 1 and len(deltas) > 1 and "".join(deltas) == "It is a folder [1]."

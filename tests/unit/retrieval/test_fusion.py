@@ -27,8 +27,14 @@ def test_union_sorted_unique() -> None:
 
 def test_rrf_rewards_agreement() -> None:
     params = FusionParams(method="rrf", rrf_k=60)
-    fused = fuse(np.arange(3), np.zeros(3), np.zeros(3), np.array([0.0, 1.0, UNRANKED]),
-                 np.array([0.0, UNRANKED, 1.0]), params)
+    fused = fuse(
+        np.arange(3),
+        np.zeros(3),
+        np.zeros(3),
+        np.array([0.0, 1.0, UNRANKED]),
+        np.array([0.0, UNRANKED, 1.0]),
+        params,
+    )
     assert fused[0] > fused[1] == pytest.approx(fused[2])
 
 
@@ -36,10 +42,12 @@ def test_rrf_rewards_agreement() -> None:
 def test_convex_weight_moves_between_the_two_rankings(normalize: str) -> None:
     bm25, dense = np.array([3.0, 0.0, 1.0]), np.array([0.1, 0.9, 0.5])
     ranks = np.zeros(3)
-    bm25_only = fuse(np.arange(3), bm25, dense, ranks, ranks,
-                     FusionParams(weight_dense=0.0, normalize=normalize))  # type: ignore[arg-type]
-    dense_only = fuse(np.arange(3), bm25, dense, ranks, ranks,
-                      FusionParams(weight_dense=1.0, normalize=normalize))  # type: ignore[arg-type]
+    bm25_only = fuse(
+        np.arange(3), bm25, dense, ranks, ranks, FusionParams(weight_dense=0.0, normalize=normalize)
+    )  # type: ignore[arg-type]
+    dense_only = fuse(
+        np.arange(3), bm25, dense, ranks, ranks, FusionParams(weight_dense=1.0, normalize=normalize)
+    )  # type: ignore[arg-type]
     assert np.argmax(bm25_only) == 0
     assert np.argmax(dense_only) == 1
 
