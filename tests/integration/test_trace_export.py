@@ -9,8 +9,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.entities import SpanType
+import sqlalchemy
+from mlflow.entities import SpanType, Trace
+from mlflow.tracing.client import TracingClient
 from mlflow.tracing.constant import SpanAttributeKey, SpansLocation, TraceMetadataKey, TraceTagKey
+from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
 
 from ragworks.agents import build_agent
 from ragworks.agents.tracing import CONFIG_TAG
@@ -20,7 +23,9 @@ from ragworks.serving._trace_export import (
     PendingTrace,
     TraceBatchQueue,
     install_batch_export,
+    tune_sqlite,
 )
+from ragworks.serving._trace_writer import store_traces
 
 REQUEST = {
     "input": [{"role": "user", "content": "How are logged agents loaded back?"}],
@@ -91,6 +96,53 @@ def test_get_trace_with_flush_sees_the_last_trace(exporter: BatchTraceExporter, 
     assert trace_id is not None
     trace = mlflow.get_trace(trace_id, flush=True)
     assert trace is not None and len(trace.data.spans) == 3
+
+
+def _stored_traces(exporter: BatchTraceExporter, docs_index: str, n: int) -> list[Trace]:
+    agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index, "k": 2}))
+    for _ in range(n):
+        agent.predict(REQUEST)
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces(return_type="list", max_results=n)
+    for trace in traces:  # as the server hands them over: not yet given a place by a store
+        trace.info.tags.pop(MLFLOW_ARTIFACT_LOCATION)
+    return traces
+
+
+def _fresh_store(path: Path) -> tuple[TracingClient, list[int]]:
+    """A TracingClient on a new SQLite store, and a list that counts its database commits."""
+    uri = f"sqlite:///{path}"
+    tune_sqlite(uri)
+    client = TracingClient(uri)
+    commits: list[int] = []
+    sqlalchemy.event.listen(client.store.engine, "commit", lambda _conn: commits.append(1))
+    return client, commits
+
+
+def test_writer_stores_a_batch_in_one_transaction(
+    exporter: BatchTraceExporter, docs_index: str, tmp_path: Path
+) -> None:
+    traces = _stored_traces(exporter, docs_index, 5)
+    client, commits = _fresh_store(tmp_path / "copy.db")
+    store_traces(client, traces)
+    assert len(commits) == 1
+    for trace in traces:
+        copy = client.get_trace(trace.info.trace_id)
+        assert len(copy.data.spans) == 3
+        assert copy.info.trace_metadata[TraceMetadataKey.TRACE_SESSION] == "conv-9"
+
+
+def test_writer_redoes_a_batch_trace_by_trace_when_a_trace_already_exists(
+    exporter: BatchTraceExporter, docs_index: str, tmp_path: Path
+) -> None:
+    traces = _stored_traces(exporter, docs_index, 4)
+    client, commits = _fresh_store(tmp_path / "copy.db")
+    store_traces(client, traces[:1])
+    store_traces(client, traces)  # the first one is there: MLflow's merge path must not lose the rest
+    assert len(commits) > 2
+    found = client.search_traces(locations=["0"], max_results=10)
+    assert sorted(t.info.trace_id for t in found) == sorted(t.info.trace_id for t in traces)
+    assert all(len(client.get_trace(t.info.trace_id).data.spans) == 3 for t in traces)
 
 
 def test_not_installed_for_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -154,8 +154,8 @@ class WriterProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen[str]:
-        """Started on the first batch, so a server that traces nothing never starts it."""
+    def start(self) -> subprocess.Popen[str]:
+        """Start the process unless it runs: at server startup, or else on the first batch."""
         if self._proc is None:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _WRITER_MAIN, _PACKAGE_ROOT, self._uri],
@@ -168,7 +168,7 @@ class WriterProcess:
     def store(self, traces: Sequence[Trace]) -> None:
         """Send a batch and wait until it is stored; OSError when the process is gone."""
         with self._lock:
-            proc = self._start()
+            proc = self.start()
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(json.dumps([t.to_dict() for t in traces]) + "\n")
             proc.stdin.flush()
@@ -278,6 +278,27 @@ def install_batch_export() -> BatchTraceExporter | None:
     exporter = BatchTraceExporter(uri, child=not in_memory)  # a child cannot see an in-memory DB
     _swap_exporter(processor, exporter)
     logger.info("Traces are stored in batches by a writer process (%s).", uri)
+    return exporter
+
+
+def setup_server_tracing() -> BatchTraceExporter | None:
+    """A server process's tracing: the experiment resolved once, batch export, the writer started.
+
+    MLflow resolves the experiment of every new trace anew (environment, Databricks notebook
+    context, default), about 0.4 ms each; a server's experiment cannot change, so it is pinned here.
+    The writer process starts now, so its imports (seconds of CPU) do not land on the first requests.
+    """
+    from mlflow.environment_variables import MLFLOW_TRACE_SAMPLING_RATIO
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    if MLFLOW_TRACE_SAMPLING_RATIO.get() == 0:
+        return None  # nothing will be traced
+    experiment_id = _get_experiment_id()
+    if experiment_id:
+        mlflow.set_experiment(experiment_id=experiment_id)
+    exporter = install_batch_export()
+    if exporter is not None and exporter._writer is not None:
+        exporter._writer.start()
     return exporter
 
 

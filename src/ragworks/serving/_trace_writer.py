@@ -5,6 +5,12 @@
 Protocol, one line each way: the server writes a JSON list of `Trace.to_dict()`s; the writer stores
 them (`start_trace` each, then one `log_spans` for the batch) and answers `ok`. It exits at end of
 input, i.e. when the server closes the pipe or dies.
+
+A batch is stored in one database transaction when the store allows it (`one_transaction`): MLflow's
+own `start_trace` and `log_spans` run unchanged, but share one session, one experiment lookup and one
+commit, which halves the writer's CPU per trace (7.6 -> 3.7 ms here). Any rollback inside MLflow's
+code (e.g. its merge path for a trace that already exists) aborts the whole transaction instead, and
+the batch is then stored trace by trace as before, so nothing is half-written or lost.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 from mlflow.entities import Span, Trace
 from mlflow.tracing.client import TracingClient
@@ -23,22 +31,78 @@ from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 logger = logging.getLogger("ragworks.serving.trace_writer")
 
 
+class _RollbackRefused(Exception):
+    """MLflow's code asked to roll back part of a shared transaction; the whole batch is redone."""
+
+
+@contextmanager
+def one_transaction(store: Any) -> Iterator[None]:
+    """Run the store's writes inside this block in one session and commit once at its end.
+
+    Any: MLflow's `SqlAlchemyStore`, whose `ManagedSessionMaker` (an internal) opens a session per
+    call. Raises if MLflow's code calls `rollback()` in the block, since that would silently drop
+    the writes made before it; the caller then stores the batch the ordinary way.
+    """
+    real_maker = store.ManagedSessionMaker
+    real_get_experiment = store.get_experiment
+    experiments: dict[str, Any] = {}
+
+    def get_experiment(experiment_id: str) -> Any:
+        if experiment_id not in experiments:
+            experiments[experiment_id] = real_get_experiment(experiment_id)
+        return experiments[experiment_id]
+
+    with real_maker(read_only=False) as session:
+        real_rollback = session.rollback
+
+        def refuse_rollback() -> None:
+            raise _RollbackRefused
+
+        session.rollback = refuse_rollback
+        store.ManagedSessionMaker = lambda *args, **kwargs: nullcontext(session)
+        store.get_experiment = get_experiment
+        try:
+            yield
+        finally:
+            store.ManagedSessionMaker = real_maker
+            store.get_experiment = real_get_experiment
+            session.rollback = real_rollback  # the outer session's own error handling needs it
+
+
 def store_traces(client: TracingClient, traces: Sequence[Trace]) -> None:
-    """Each trace's info, tags and metadata (`start_trace`), then all their spans in one transaction."""
-    spans: defaultdict[str | None, list[Span]] = defaultdict(list)
+    """Store a batch: in one transaction when possible, else trace by trace."""
     for trace in traces:
         add_size_stats_to_trace_metadata(trace)
         # The spans go to the store's spans table (below), not to a trace-data artifact.
         trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
+    store = client.store
+    if hasattr(store, "ManagedSessionMaker") and hasattr(store, "get_experiment"):
+        try:
+            with one_transaction(store):
+                _write(client, traces, strict=True)
+            return
+        except Exception as exc:  # rolled back as a whole: nothing of the batch was stored
+            logger.debug("Storing %d traces one by one: %s", len(traces), exc)
+    _write(client, traces, strict=False)
+
+
+def _write(client: TracingClient, traces: Sequence[Trace], *, strict: bool) -> None:
+    """`start_trace` per trace, then one `log_spans` per experiment; `strict` raises on any failure."""
+    spans: defaultdict[str | None, list[Span]] = defaultdict(list)
+    for trace in traces:
         try:
             client.start_trace(trace.info)
         except Exception as exc:
+            if strict:
+                raise
             logger.warning("Could not store the trace %s: %s", trace.info.trace_id, exc)
         spans[trace.info.experiment_id].extend(trace.data.spans)
     for experiment_id, group in spans.items():
         try:
             client.log_spans(experiment_id or DEFAULT_EXPERIMENT_ID, group)
         except Exception as exc:
+            if strict:
+                raise
             logger.warning("Could not store the spans of %d traces: %s", len(traces), exc)
 
 

@@ -32,7 +32,7 @@ from ragworks.errors import ConfigError
 from ragworks.serving import _dispatch, openai_compat
 from ragworks.serving._bridge import AgentRunner
 from ragworks.serving._requests import EXAMPLE, load_object, normalize_responses
-from ragworks.serving._trace_export import install_batch_export
+from ragworks.serving._trace_export import setup_server_tracing
 from ragworks.serving.auth import BearerAuthMiddleware
 from ragworks.serving.errors import HTTPProblem, classify, install_error_handlers, send_error
 from ragworks.serving.limits import LimitsMiddleware, ServingLimits, replay
@@ -195,5 +195,5 @@ def create_app() -> FastAPI:
     raw = env_flag(SPEC_ENV)
     spec = ServeSpec(**json.loads(raw)) if raw else ServeSpec()
     agent = load_agent(config=spec.config, model_uri=spec.model_uri)
-    install_batch_export()  # this worker's traces: stored in batches, none dropped
+    setup_server_tracing()  # this worker's traces: stored in batches, none dropped
     return build_app(agent, limits=ServingLimits(**spec.limits))

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from ragworks.serving._trace_export import install_batch_export, prepare_tracking_store
+from ragworks.serving._trace_export import prepare_tracking_store, setup_server_tracing
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app, load_agent
 from ragworks.serving.limits import ServingLimits
 
@@ -37,7 +37,7 @@ def run_server(
         )
         return
     agent = load_agent(config=spec.config, model_uri=spec.model_uri)  # fails before binding the port
-    install_batch_export()
+    setup_server_tracing()
     app = build_app(agent, limits=ServingLimits(**spec.limits))
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
