@@ -22,6 +22,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
 
 from ragworks.agents._messages import content_text, message_text
 from ragworks.agents.graphs import ANSWER_NODES
@@ -141,7 +142,7 @@ def run_graph(
 ) -> Iterator[AgentEvent]:
     """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`."""
     run = _Run()
-    modes = ["messages", "updates"] if stream else ["updates"]
+    modes: list[StreamMode] = ["messages", "updates"] if stream else ["updates"]
     events = graph.stream({"messages": messages}, config, stream_mode=modes)
     for mode, payload in events:
         if mode == "messages":
