@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +42,60 @@ from ragworks.testing.emulators.openai_stub import OpenAIStub, StubReply
 
 
 class SlowJudge:
-    """Stub responder: a valid relevance verdict after `latency` seconds; tracks peak concurrency."""
+    """Stub responder: a valid relevance verdict after `latency` seconds; counts requests and peak load.
 
-    def __init__(self, latency: float) -> None:
+    The counters are shared memory, as the stub runs in a process of its own (a real judge is
+    another machine: its HTTP handling must not take this process's CPU).
+    """
+
+    def __init__(self, latency: float, counters: Any) -> None:  # Any: multiprocessing Array("i", 3)
         self.latency = latency
-        self.active = self.peak = self.requests = 0
-        self._lock = threading.Lock()
+        self.counters = counters  # active, peak, requests
 
     def __call__(self, body: dict[str, Any]) -> StubReply:
-        with self._lock:
-            self.active += 1
-            self.requests += 1
-            self.peak = max(self.peak, self.active)
+        with self.counters.get_lock():
+            self.counters[0] += 1
+            self.counters[2] += 1
+            self.counters[1] = max(self.counters[1], self.counters[0])
         time.sleep(self.latency)
-        with self._lock:
-            self.active -= 1
+        with self.counters.get_lock():
+            self.counters[0] -= 1
         return StubReply(content=json.dumps({"rating": 5, "noncommittal": False, "rationale": "on topic"}))
+
+    @property
+    def requests(self) -> int:
+        """Judge HTTP requests so far."""
+        return int(self.counters[2])
+
+    @property
+    def peak(self) -> int:
+        """Most requests in flight at once since the last reset."""
+        return int(self.counters[1])
+
+    def reset_peak(self) -> None:
+        """Start a new peak measurement."""
+        self.counters[1] = 0
+
+
+def _serve_stub(latency: float, counters: Any, urls: Any, stop: Any) -> None:
+    """The stub judge's process: serve until `stop` is set."""
+    with OpenAIStub(responder=SlowJudge(latency, counters)) as stub:
+        urls.put(stub.base_url)
+        stop.wait()
+
+
+@contextmanager
+def stub_judge(latency: float) -> Iterator[tuple[str, SlowJudge]]:
+    """The stub judge in its own process: (base URL, a SlowJudge view of its counters)."""
+    ctx = multiprocessing.get_context("spawn")
+    counters, urls, stop = ctx.Array("i", 3), ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_serve_stub, args=(latency, counters, urls, stop), daemon=True)
+    proc.start()
+    try:
+        yield urls.get(timeout=120), SlowJudge(latency, counters)
+    finally:
+        stop.set()
+        proc.join(timeout=10)
 
 
 @mlflow.trace(span_type=SpanType.RETRIEVER)
@@ -123,9 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
     rows = [{"inputs": {"question": f"question {i} about topic {i % 17}"}} for i in range(args.rows)]
     suite = EvalSuite.model_validate({"name": "throughput", "rows": rows})
-    slow = SlowJudge(args.latency)
-    with OpenAIStub(responder=slow) as stub:
-        os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = stub.base_url, "sk-bench"
+    with stub_judge(args.latency) as (base_url, slow):
+        os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = base_url, "sk-bench"
         seq_s = _sequential_same_work(suite, get_judge("openai:bench-judge", cache=False))
         _line("sequential, same work", args.rows, seq_s, " (agent + trace, judge call, assessment)")
         seq_judge = get_judge("openai:bench-judge", cache=False)
@@ -135,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         judge_s = time.perf_counter() - start
         _line("sequential judge only", args.rows, judge_s, " (judge calls alone)")
         pool_judge = get_judge("openai:bench-judge", cache=False, concurrency=args.pool)
-        slow.peak, start = 0, time.perf_counter()
+        slow.reset_peak()
+        start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.pool) as pool:
             list(pool.map(lambda r: _judge_row(pool_judge, r.inputs["question"]), suite.rows))
         pool_s = time.perf_counter() - start
@@ -154,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             if label.startswith("run_suite (cold"):
                 cache = tmp / "judge-cache-2.sqlite"
             judge = get_judge("openai:bench-judge", cache=cache, concurrency=args.pool)
-            before, slow.peak = slow.requests, 0
+            before = slow.requests
+            slow.reset_peak()
             start = time.perf_counter()
             result = run_suite(
                 agent,

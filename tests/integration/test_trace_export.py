@@ -18,14 +18,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
 from ragworks.agents import build_agent
 from ragworks.agents.tracing import CONFIG_TAG
 from ragworks.config import AgentConfig
-from ragworks.serving._trace_export import (
+from ragworks.trace_export.batch import (
     BatchTraceExporter,
     PendingTrace,
     TraceBatchQueue,
+    batched_export,
     install_batch_export,
     tune_sqlite,
 )
-from ragworks.serving._trace_writer import store_traces
+from ragworks.trace_export.writer import store_traces
 
 REQUEST = {
     "input": [{"role": "user", "content": "How are logged agents loaded back?"}],
@@ -143,6 +144,34 @@ def test_writer_redoes_a_batch_trace_by_trace_when_a_trace_already_exists(
     found = client.search_traces(locations=["0"], max_results=10)
     assert sorted(t.info.trace_id for t in found) == sorted(t.info.trace_id for t in traces)
     assert all(len(client.get_trace(t.info.trace_id).data.spans) == 3 for t in traces)
+
+
+def test_batched_export_keeps_traces_in_memory_stores_them_and_restores_mlflows_exporter(
+    docs_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracing.provider import _get_span_processor
+
+    monkeypatch.setenv("MLFLOW_TRACE_SAMPLING_RATIO", "1")
+    original = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.tracing.reset()
+    try:
+        agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index, "k": 2}))
+        agent.predict(REQUEST)  # MLflow's own exporter sets up its provider
+        stock = _get_span_processor().span_exporter
+        with batched_export(capture=True) as exporter:
+            assert exporter is not None and _get_span_processor().span_exporter is exporter
+            for _ in range(3):
+                agent.predict(REQUEST)
+            assert exporter.captured is not None and len(exporter.captured) == 3
+            kept = list(exporter.captured.values())
+        assert _get_span_processor().span_exporter is stock
+        assert all(len(t.data.spans) == 3 for t in kept)  # complete in memory, no read-back needed
+        for trace in kept:  # and stored by the time the block ends
+            assert len(mlflow.get_trace(trace.info.trace_id).data.spans) == 3
+    finally:
+        mlflow.set_tracking_uri(original)
+        mlflow.tracing.reset()
 
 
 def test_not_installed_for_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> None:

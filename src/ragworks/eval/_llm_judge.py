@@ -154,17 +154,22 @@ class JudgeClient:
 
     def _send(self, prompt: P.Prompt, messages: list[dict[str, str]], attempt: int) -> str:
         import openai
+        from openai.types.chat import ChatCompletion
 
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.0}
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.0}
         if self.json_mode:
-            kwargs["response_format"] = {"type": "json_object"}
-        if self._headers is not None:
-            kwargs["extra_headers"] = self._headers()
+            body["response_format"] = {"type": "json_object"}
+        headers = self._headers() if self._headers is not None else {}
         logger.info("Judge call %s %s (attempt %d)", self.model, prompt.key, attempt)
         with self._slots:
             self._count("calls")
             try:
-                response = self._openai().chat.completions.create(**kwargs)
+                # The client's plain POST, not `chat.completions.create`: MLflow's OpenAI
+                # autologging (on while `mlflow.genai.evaluate` runs) patches `create` and would
+                # trace every judge call into the experiment.
+                response = self._openai().post(
+                    "/chat/completions", body=body, cast_to=ChatCompletion, options={"headers": headers}
+                )
             except openai.APIConnectionError as exc:  # includes APITimeoutError
                 raise _Retryable(type(exc).__name__) from None
             except openai.APIStatusError as exc:
@@ -173,6 +178,13 @@ class JudgeClient:
                 raise EvalError(f"Judge {self.model} rejected the request: HTTP {exc.status_code}.") from None
         choices = getattr(response, "choices", None) or []
         return (choices[0].message.content or "") if choices else ""
+
+    def connect(self) -> None:
+        """Create the HTTP client now, on this thread (see `LLMJudge.prepare`); errors wait for a call."""
+        try:
+            self._openai()
+        except Exception as exc:  # e.g. no API key: each judge call reports it on its row
+            logger.debug("Judge client not created yet: %s", exc)
 
     def _openai(self) -> Any:
         with self._lock:
@@ -218,6 +230,14 @@ class LLMJudge:
     def __init__(self, client: JudgeClient, *, name: str) -> None:
         self.client = client
         self.name = name
+
+    def prepare(self) -> None:
+        """Create the client on the calling thread before judging from a pool.
+
+        Creating it imports modules (httpx transports, TLS); on a judge thread while
+        `mlflow.genai.evaluate` sets up autologging, those imports deadlock with MLflow's import hooks.
+        """
+        self.client.connect()
 
     def faithfulness(self, question: str, answer: str, contexts: Sequence[str]) -> Judgement:
         """Split the answer into claims, verify each against the contexts; score = supported share."""

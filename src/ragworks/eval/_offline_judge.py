@@ -141,6 +141,15 @@ class OfflineJudge:
         self._vectors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def prepare(self) -> None:
+        """Load the embedding model now, on the calling thread, before judging from a pool (dense only).
+
+        Its first load imports torch and transformers; on a judge thread while MLflow registers
+        its autologging import hooks, those imports deadlock (see `ragworks.eval._prefetch`).
+        """
+        if self.dense:
+            self._embed(["warm-up"])
+
     def prefetch(self, texts: Sequence[str]) -> None:
         """Embed the sentences of many texts in one batch, so later judgements reuse them (dense only)."""
         if self.dense:

@@ -1,38 +1,42 @@
-"""Predict every row and run the judge scorers in our own pools, before `mlflow.genai.evaluate`.
+"""Predict every row and run the judge scorers in our own pools, overlapping `mlflow.genai.evaluate`.
 
 With `predict_fn`, `mlflow.genai.evaluate` exports each trace synchronously (five SQLite
-transactions per two-span trace, against batched asynchronous export), starts its predict and score
-rate limiters at 10 calls/s, and traces every judge HTTP call through OpenAI autologging (one more
-trace per call, deleted again at the end). So the runner works in three steps:
+transactions per two-span trace), starts its predict and score rate limiters at 10 calls/s, and
+traces every judge HTTP call through OpenAI autologging (one more trace per call, deleted again at
+the end). So the runner pipelines the work instead:
 
 1. `predict_rows`: the agent runs on every row in a pool, traced exactly as `evaluate` would trace
-   it (MLflow's own predict_fn wrapper and eval autologging), with asynchronous trace export;
-2. `score_rows`: the judge scorers run on (inputs, outputs, expectations, trace) in a pool, outside
+   it (MLflow's own predict_fn wrapper and eval autologging). The traces are stored in batches
+   (`ragworks.trace_export.batched_export`) and kept in memory, so no trace is read back;
+2. as each row's prediction returns, `JudgePool.submit` starts its judge scorers in a pool, outside
    autologging, so only the judge's own bound (`concurrency`) limits them;
-3. `evaluate` gets the traces as `data` and `memoised` scorers that hand back those results, so it
-   only logs assessments, links the traces to the run and aggregates.
+3. `evaluate` gets the traces as `data` and `memoised` scorers that wait for those results, so it
+   logs assessments and links traces while later rows are still being judged;
+4. at its end `evaluate` re-reads every trace to pick up the assessments, one `get_trace` each
+   (1.7 s for 200 rows here, after the last judgement); `batched_trace_refresh` makes that one
+   `search_traces` over the run (a scoped patch of the harness, with MLflow's own as fallback).
 
 Example:
-    >>> rows = predict_rows(predict_fn, suite.to_records(), workers=8)          # doctest: +SKIP
-    >>> done = score_rows(judge_scorers, rows, workers=8)                       # doctest: +SKIP
-    >>> mlflow.genai.evaluate(data=[r.record for r in rows], scorers=[memoised(s, done) for s in ...])
-    ... # doctest: +SKIP
+    >>> with configure_autologging_for_evaluation(enable_tracing=True):                 # doctest: +SKIP
+    ...   with JudgePool(judge_scorers, workers=8) as judging:
+    ...     rows = predict_rows(predict_fn, suite.to_records(), workers=8, on_row=judging.submit)
+    ...     judging.pause()  # until evaluate's own autologging setup is done (see JudgePool)
+    ...     mlflow.genai.evaluate(data=[r.record for r in rows],
+    ...                           scorers=[memoised(s, judging) for s in judge_scorers])
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 logger = logging.getLogger(__name__)
-CHUNK_ROWS = 128
-"""Rows predicted between two flushes of MLflow's async trace export. MLflow drops traces when its
-export queue is full (MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE, 1000 tasks: one per trace plus one
-per batch of 5 spans), so the backlog stays bounded (128 traces of up to ~35 spans). Each flush
-costs up to a second, the poll interval of MLflow's export consumer."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -40,7 +44,7 @@ class Row:
     """One predicted suite row: the record for `evaluate` plus the trace id of its prediction."""
 
     record: dict[str, Any]
-    """inputs, outputs, expectations, tags and (once fetched) trace (Any: JSON and a Trace)."""
+    """inputs, outputs, expectations, tags and (once known) trace (Any: JSON and a Trace)."""
     trace_id: str = ""
     error: str | None = None
 
@@ -55,26 +59,115 @@ def supported() -> bool:
     return True
 
 
+class JudgePool:
+    """Runs scorers on rows as they arrive; `take(name, trace_id)` hands out one pending result.
+
+    `pause()` lets running jobs finish and holds new ones until `resume()`. MLflow's
+    `configure_autologging_for_evaluation` (which `evaluate` enters first) registers import hooks
+    under a lock; a judge thread importing a module for the first time at that moment (the OpenAI
+    client's transports, the MiniLM model) deadlocks with it, so the pool is paused meanwhile.
+    """
+
+    def __init__(self, scorers: Sequence[Any], *, workers: int) -> None:
+        self.scorers = list(scorers)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ragworks-judge")
+        self._futures: dict[tuple[str, str], Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._gate = threading.Condition()
+        self._open = True
+        self._running = 0
+
+    def submit(self, row: Row) -> None:
+        """Start every scorer on a traced row (rows without a trace are left to `evaluate`)."""
+        trace = row.record.get("trace")
+        if trace is None or not self.scorers:
+            return
+        with self._lock:
+            for scorer in self.scorers:
+                key = (scorer.name, trace.info.trace_id)
+                self._futures[key] = self._pool.submit(self._run, scorer, row)
+
+    def take(self, name: str, trace_id: str) -> Future[Any] | None:
+        """The pending result of scorer `name` on a trace (each is handed out once), or None."""
+        with self._lock:
+            return self._futures.pop((name, trace_id), None)
+
+    def pause(self) -> None:
+        """Hold new jobs and wait until none runs."""
+        with self._gate:
+            self._open = False
+            self._gate.wait_for(lambda: self._running == 0)
+
+    def resume(self) -> None:
+        """Let jobs start again (idempotent)."""
+        if not self._open:
+            with self._gate:
+                self._open = True
+                self._gate.notify_all()
+
+    def _run(self, scorer: Any, row: Row) -> Any:
+        with self._gate:
+            self._gate.wait_for(lambda: self._open)
+            self._running += 1
+        try:
+            return _score_one(scorer, row)
+        finally:
+            with self._gate:
+                self._running -= 1
+                self._gate.notify_all()
+
+    def __enter__(self) -> JudgePool:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.resume()
+        self._pool.shutdown(wait=True, cancel_futures=kind is not None)
+
+
 def predict_rows(
-    predict_fn: Callable[..., Any], records: Sequence[dict[str, Any]], *, workers: int
+    predict_fn: Callable[..., Any],
+    records: Sequence[dict[str, Any]],
+    *,
+    workers: int,
+    on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
     """Call `predict_fn(**inputs)` on every record in a pool; return the rows with their traces.
 
     The function is wrapped the way `mlflow.genai.evaluate` wraps it (traced unless it traces
-    itself; checked once on the first row with tracing off), and GenAI autologging is enabled
-    meanwhile, so the traces look exactly like the ones `evaluate(predict_fn=...)` produces.
+    itself; checked once on the first row with tracing off); call it inside MLflow's
+    `configure_autologging_for_evaluation`, so the traces look exactly like the ones
+    `evaluate(predict_fn=...)` produces. `on_row` sees each row as soon as its prediction and trace
+    are there. Every trace is stored when this returns.
     """
-    import mlflow
     from mlflow.genai.utils.trace_utils import convert_predict_fn
-    from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
+
+    from ragworks.trace_export import batched_export
 
     call = convert_predict_fn(predict_fn=predict_fn, sample_input=records[0]["inputs"])
-    rows: list[Row] = []
-    with configure_autologging_for_evaluation(enable_tracing=True), ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(records), CHUNK_ROWS):
-            rows.extend(pool.map(lambda r: _predict_one(call, r), records[start : start + CHUNK_ROWS]))
-            mlflow.flush_trace_async_logging()
-    _attach_traces(rows)
+    with (
+        batched_export(capture=True) as exporter,
+        ThreadPoolExecutor(workers, thread_name_prefix="ragworks-predict") as pool,
+    ):
+        captured = exporter.captured if exporter is not None else None
+
+        def one(record: dict[str, Any]) -> Row:
+            row = _predict_one(call, record)
+            trace = captured.get(row.trace_id) if captured is not None else None
+            if trace is not None:
+                row.record["trace"] = trace
+                if on_row is not None:
+                    on_row(row)
+            return row
+
+        rows = list(pool.map(one, records))
+    missing = [row for row in rows if "trace" not in row.record]
+    if missing:  # exported by MLflow's own exporter (not a database store): read them back
+        _attach_traces(missing)
+        if on_row is not None:
+            for row in missing:
+                on_row(row)
     return rows
 
 
@@ -111,9 +204,10 @@ def _minimal_trace(record: dict[str, Any], failure: Exception | None) -> str:
 
 
 def _attach_traces(rows: list[Row]) -> None:
-    """Read the exported traces back (one search for the run, `get_trace` for any it missed)."""
+    """Read exported traces back (one search for the run, `get_trace` for any it missed)."""
     import mlflow
 
+    mlflow.flush_trace_async_logging()
     run = mlflow.active_run()
     found: dict[str, Any] = {}
     if run is not None:
@@ -137,21 +231,61 @@ def _attach_traces(rows: list[Row]) -> None:
             row.record["trace"] = mlflow.get_trace(row.trace_id)
 
 
-def score_rows(scorers: Sequence[Any], rows: Sequence[Row], *, workers: int) -> dict[tuple[str, str], Any]:
-    """Run each scorer on each traced row in a pool: {(scorer name, trace id): result or exception}.
+@contextmanager
+def batched_trace_refresh() -> Iterator[None]:
+    """While the block runs, `evaluate`'s final trace refresh reads the run's traces in one search."""
+    try:
+        from mlflow.genai.evaluation import harness
+    except ImportError:
+        yield
+        return
+    original = getattr(harness, "_refresh_eval_result_traces", None)
+    if original is None:  # another MLflow: keep its own
+        yield
+        return
 
-    Any: a scorer returns a Feedback, a list of them, a value or None; a raised exception is kept
-    and raised again when `evaluate` asks, so the harness records it as it would have.
-    """
-    jobs = [(s, r) for r in rows if "trace" in r.record for s in scorers]
-    if not jobs:
-        return {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda job: _score_one(*job), jobs))
-    return {(s.name, r.record["trace"].info.trace_id): res for (s, r), res in zip(jobs, results, strict=True)}
+    def refresh(eval_results: list[Any]) -> None:  # Any: the harness's EvalResult
+        try:
+            missing = _refresh_by_search(eval_results)
+        except Exception as exc:
+            logger.debug("Batched trace refresh failed (%s); refreshing trace by trace.", exc)
+            missing = eval_results
+        if missing:
+            original(missing)
+
+    harness._refresh_eval_result_traces = refresh
+    try:
+        yield
+    finally:
+        harness._refresh_eval_result_traces = original
+
+
+def _refresh_by_search(eval_results: list[Any]) -> list[Any]:
+    """Swap each result's trace for the stored one (with its assessments); return those not found."""
+    import mlflow
+
+    run = mlflow.active_run()
+    wanted = [r for r in eval_results if r is not None and r.eval_item.trace is not None]
+    if run is None or not wanted:
+        return wanted
+    found = {
+        t.info.trace_id: t
+        for t in mlflow.search_traces(
+            locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list"
+        )
+    }
+    missing = []
+    for result in wanted:
+        trace = found.get(result.eval_item.trace.info.trace_id)
+        if trace is None:
+            missing.append(result)
+        else:
+            result.eval_item.trace = trace
+    return missing
 
 
 def _score_one(scorer: Any, row: Row) -> Any:
+    """A scorer's result on a row, or the exception it raised (raised again when `evaluate` asks)."""
     record = row.record
     try:
         return scorer.run(
@@ -164,8 +298,8 @@ def _score_one(scorer: Any, row: Row) -> Any:
         return exc
 
 
-def memoised(original: Any, done: dict[tuple[str, str], Any]) -> Any:
-    """A scorer with `original`'s name that returns the result `score_rows` computed for a trace.
+def memoised(original: Any, judging: JudgePool) -> Any:
+    """A scorer with `original`'s name that returns what `judging` computed for a trace (waiting).
 
     Rows it has no result for (a trace MLflow cloned, or an untraced row) are scored live.
     Any: an mlflow Scorer in, an mlflow Scorer out.
@@ -176,15 +310,16 @@ def memoised(original: Any, done: dict[tuple[str, str], Any]) -> Any:
         name=original.name,
         description=getattr(original, "description", None),
         aggregations=getattr(original, "aggregations", None),
-        timeout=0,  # a dictionary lookup; the live fallback keeps the original's own timeout
+        timeout=0,  # waits for our pool, whose judge calls have their own timeouts and retries
     )
     def lookup(inputs: Any, outputs: Any, expectations: Any = None, trace: Any = None) -> Any:
-        key = (original.name, trace.info.trace_id) if trace is not None else None
-        if key in done:
-            result = done.pop(key)
-            if isinstance(result, Exception):
-                raise result
-            return result
-        return original.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
+        judging.resume()  # evaluate is scoring: its autologging setup is done
+        pending = judging.take(original.name, trace.info.trace_id) if trace is not None else None
+        if pending is None:
+            return original.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
+        result = pending.result()
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     return lookup

@@ -41,6 +41,9 @@ class Judgement:
 class Judge(Protocol):
     """What every judge backend offers.
 
+    A judge may also have `prepare()`, which `run_suite` calls on its own thread before judging from
+    a pool: it loads what the judge loads lazily (a client, a model), so no judge thread imports.
+
     Usage example:
         >>> judge = get_judge("offline:lexical")
         >>> judge.answer_relevance("What is BM25?", "BM25 is a keyword ranking function.").score > 0.5

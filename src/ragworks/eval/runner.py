@@ -201,9 +201,10 @@ def _evaluate(
     scorer_list: Sequence[Any],
     *,
     prefetched: Sequence[Any],
+    judge: Judge,
     workers: int,
 ) -> Any:
-    """Predict and judge in our pools (see `_prefetch`), then let MLflow log and aggregate.
+    """Predict and judge in our pools (see `_prefetch`) while MLflow logs and aggregates.
 
     Any: mlflow's EvaluationResult."""
     import mlflow
@@ -215,11 +216,21 @@ def _evaluate(
         return mlflow.genai.evaluate(
             data=suite.to_records(), predict_fn=predict_fn, scorers=list(scorer_list)
         )
-    rows = _prefetch.predict_rows(predict_fn, suite.to_records(), workers=workers)
-    done = _prefetch.score_rows(prefetched, rows, workers=workers)
+    from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
+
+    prepare = getattr(judge, "prepare", None)
+    if prepare is not None:
+        prepare()  # the judge's client imports its modules here, not on a judge thread
     ahead = {id(s) for s in prefetched}
-    scorers = [_prefetch.memoised(s, done) if id(s) in ahead else s for s in scorer_list]
-    return mlflow.genai.evaluate(data=[r.record for r in rows], scorers=scorers)
+    with (
+        configure_autologging_for_evaluation(enable_tracing=True),
+        _prefetch.JudgePool(prefetched, workers=workers) as judging,
+    ):
+        rows = _prefetch.predict_rows(predict_fn, suite.to_records(), workers=workers, on_row=judging.submit)
+        scorers = [_prefetch.memoised(s, judging) if id(s) in ahead else s for s in scorer_list]
+        judging.pause()  # evaluate first sets up autologging: no judge job may run then (JudgePool)
+        with _prefetch.batched_trace_refresh():
+            return mlflow.genai.evaluate(data=[r.record for r in rows], scorers=scorers)
 
 
 def run_suite(
@@ -276,7 +287,9 @@ def run_suite(
     with mlflow.start_run(run_name=run_name or suite.name) as run, _scoped_env(env):
         try:
             if prefetch:
-                evaluation = _evaluate(predict_fn, suite, scorer_list, prefetched=judged, workers=concurrency)
+                evaluation = _evaluate(
+                    predict_fn, suite, scorer_list, prefetched=judged, judge=judge_obj, workers=concurrency
+                )
             else:
                 evaluation = mlflow.genai.evaluate(
                     data=suite.to_records(), predict_fn=predict_fn, scorers=scorer_list

@@ -32,10 +32,10 @@ from ragworks.errors import ConfigError
 from ragworks.serving import _dispatch, openai_compat
 from ragworks.serving._bridge import AgentRunner
 from ragworks.serving._requests import EXAMPLE, load_object, normalize_responses
-from ragworks.serving._trace_export import setup_server_tracing
 from ragworks.serving.auth import BearerAuthMiddleware
 from ragworks.serving.errors import HTTPProblem, classify, install_error_handlers, send_error
 from ragworks.serving.limits import LimitsMiddleware, ServingLimits, replay
+from ragworks.trace_export.batch import setup_server_tracing
 
 logger = logging.getLogger(__name__)
 

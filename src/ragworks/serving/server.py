@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from ragworks.serving._trace_export import prepare_tracking_store, setup_server_tracing
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app, load_agent
 from ragworks.serving.limits import ServingLimits
+from ragworks.trace_export.batch import prepare_tracking_store, setup_server_tracing
 
 FACTORY = "ragworks.serving.app:create_app"
 

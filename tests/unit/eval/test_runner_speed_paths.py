@@ -99,7 +99,7 @@ def test_the_judge_scorers_run_once_per_row_outside_evaluate(monkeypatch: pytest
     assert result.metrics["answer_relevance"].n == 3
 
 
-def test_memoised_scorer_hands_back_results_reraises_errors_and_falls_back() -> None:
+def test_memoised_scorer_waits_for_the_judge_pool_reraises_errors_and_falls_back() -> None:
     from mlflow.genai.scorers import scorer
 
     live: list[str] = []
@@ -107,21 +107,27 @@ def test_memoised_scorer_hands_back_results_reraises_errors_and_falls_back() -> 
     @scorer(name="s")
     def original(outputs: Any) -> Feedback:
         live.append(outputs)
-        return Feedback(name="s", value=0.0)
+        if outputs == "boom":
+            raise ValueError("judge broke")
+        return Feedback(name="s", value=1.0 if outputs == "a" else 0.0)
 
     class _Trace:
         def __init__(self, trace_id: str) -> None:
             self.info = type("Info", (), {"trace_id": trace_id})()
 
-    kept = Feedback(name="s", value=1.0)
-    done: dict[tuple[str, str], Any] = {("s", "t1"): kept, ("s", "t2"): ValueError("judge broke")}
-    memo = _prefetch.memoised(original, done)
-    assert memo.name == "s"
-    assert memo.run(inputs={}, outputs="a", trace=_Trace("t1")) is kept
-    with pytest.raises(ValueError, match="judge broke"):
-        memo.run(inputs={}, outputs="b", trace=_Trace("t2"))
-    assert memo.run(inputs={}, outputs="c", trace=_Trace("t3")).value == 0.0
-    assert live == ["c"] and not done
+    with _prefetch.JudgePool([original], workers=2) as judging:
+        for outputs, trace_id in (("a", "t1"), ("boom", "t2")):
+            record = {"inputs": {}, "outputs": outputs, "trace": _Trace(trace_id)}
+            judging.submit(_prefetch.Row(record=record))
+        judging.submit(_prefetch.Row(record={"inputs": {}, "outputs": "x"}))  # no trace: left to evaluate
+        memo = _prefetch.memoised(original, judging)
+        assert memo.name == "s"
+        assert memo.run(inputs={}, outputs="ignored", trace=_Trace("t1")).value == 1.0
+        with pytest.raises(ValueError, match="judge broke"):
+            memo.run(inputs={}, outputs="ignored", trace=_Trace("t2"))
+        assert memo.run(inputs={}, outputs="c", trace=_Trace("t3")).value == 0.0  # scored live
+        assert judging.take("s", "t1") is None  # each result is handed out once
+    assert sorted(live) == ["a", "boom", "c"]
 
 
 def test_eval_env_turns_off_the_scorer_rate_limit_only_for_our_scorers(

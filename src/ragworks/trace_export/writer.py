@@ -1,6 +1,6 @@
 """The trace-writer process: stores batches of traces sent by the server, off the server's GIL.
 
-    python -m ragworks.serving._trace_writer <tracking-uri>
+    python -m ragworks.trace_export.writer <tracking-uri>
 
 Protocol, one line each way: the server writes a JSON list of `Trace.to_dict()`s; the writer stores
 them (`start_trace` each, then one `log_spans` for the batch) and answers `ok`. It exits at end of
@@ -110,7 +110,7 @@ def _open_store(uri: str, *, attempts: int = 5) -> None:
     """Open (and, if new, create) the store; another worker's writer may be creating it right now."""
     import time
 
-    from ragworks.serving._trace_export import tune_sqlite
+    from ragworks.trace_export.batch import tune_sqlite
 
     for attempt in range(attempts):
         try:

@@ -8,7 +8,7 @@ traces are discarded.
 
 `install_batch_export` swaps the exporter of MLflow's span processor for `BatchTraceExporter`. It keeps
 MLflow's trace assembly, but a finished trace is only queued. One thread sends whatever has piled up,
-as JSON, to a writer process (`_trace_writer`), which stores the batch on its own interpreter:
+as JSON, to a writer process (`ragworks.trace_export.writer`), which stores the batch on its own interpreter:
 `start_trace` per trace, then the spans of the whole batch in one `log_spans` call (one transaction).
 When the writer falls behind, requests wait for room instead of losing traces. Traces with prompt
 links or attachments, and any batch the process cannot take, are stored in-process by MLflow's own
@@ -29,8 +29,8 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 """The folder holding this `ragworks`, so the writer process runs the same code as the server."""
 _WRITER_MAIN = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from ragworks.serving._trace_writer import main; main(sys.argv[1:])"
+    "from ragworks.trace_export.writer import main; main(sys.argv[1:])"
 )
 
 
@@ -147,7 +147,7 @@ class TraceBatchQueue:
 
 
 class WriterProcess:
-    """The `_trace_writer` child process: stores trace batches on its own interpreter (its own GIL)."""
+    """The writer child process: stores trace batches on its own interpreter (its own GIL)."""
 
     def __init__(self, tracking_uri: str) -> None:
         self._uri = tracking_uri
@@ -192,14 +192,17 @@ class WriterProcess:
 class BatchTraceExporter(MlflowV3SpanExporter):
     """MLflow's V3 exporter, storing finished traces in batches off the request path (module doc)."""
 
-    def __init__(self, tracking_uri: str, *, max_batch: int = MAX_BATCH, child: bool = True) -> None:
+    def __init__(
+        self, tracking_uri: str, *, max_batch: int = MAX_BATCH, child: bool = True, capture: bool = False
+    ) -> None:
         super().__init__(tracking_uri)
+        self.captured: dict[str, Trace] | None = {} if capture else None
+        """With `capture`, every finished trace by id, as it was queued (complete, with its spans)."""
         self._is_async_enabled = False  # MLflow's task queue is bypassed: `_log_trace` queues here
         self.queue = TraceBatchQueue(self.write_batch, max_batch=max_batch)
         # What mlflow.flush_trace_async_logging() drains: it only calls `flush(terminate=...)`.
         self._async_queue = self.queue  # type: ignore[assignment]
         self._writer = WriterProcess(tracking_uri) if child else None
-        atexit.register(self.close)
 
     def _export_spans_incrementally(self, spans: Sequence[ReadableSpan]) -> None:
         """Spans are stored with their finished trace, in the batch's single `log_spans` call."""
@@ -208,6 +211,8 @@ class BatchTraceExporter(MlflowV3SpanExporter):
         self, trace: Trace, prompts: Sequence[PromptVersion], workspace: str | None = None
     ) -> None:
         item = PendingTrace(trace=trace, prompts=prompts, workspace=workspace)
+        if self.captured is not None:
+            self.captured[trace.info.trace_id] = trace
         if maybe_get_request_id(is_evaluate=True):  # mlflow.genai.evaluate reads traces at once
             self.write_batch([item])
         else:
@@ -230,6 +235,13 @@ class BatchTraceExporter(MlflowV3SpanExporter):
         self._store_here(local + plain)
 
     def _store_here(self, items: list[PendingTrace]) -> None:
+        """Plain traces in one transaction (`store_traces`); the rest through MLflow's own path."""
+        from ragworks.trace_export.writer import store_traces
+
+        plain = [i.trace for i in items if not (i.prompts or i.workspace or _has_attachments(i.trace))]
+        if plain:
+            store_traces(self._client, plain)
+        items = [i for i in items if i.prompts or i.workspace or _has_attachments(i.trace)]
         spans: defaultdict[tuple[str | None, str | None], list[Span]] = defaultdict(list)
         for item in items:
             item.trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
@@ -259,26 +271,40 @@ def install_batch_export() -> BatchTraceExporter | None:
     Returns the exporter, or None when it was not installed (tracing disabled, a non-database
     tracking URI such as Databricks or an HTTP server, or a tracer provider MLflow does not own).
     """
-    try:  # MLflow internals: on an MLflow without them, keep its own exporter
-        from mlflow.tracing.processor.mlflow_v3 import MlflowV3SpanProcessor
-        from mlflow.tracing.provider import _get_span_processor, _get_tracer
-    except ImportError as exc:
-        logger.warning("Traces are exported by MLflow's own exporter: %s", exc)
+    processor = _mlflow_processor()
+    if processor is None:
         return None
     uri = mlflow.get_tracking_uri()
-    if _scheme(uri) not in DATABASE_SCHEMES:
-        return None
-    _get_tracer(__name__)  # make MLflow set up its tracer provider now, not on the first request
-    processor = _get_span_processor()
-    if type(processor) is not MlflowV3SpanProcessor:
-        return None
-    if type(processor.span_exporter) is not MlflowV3SpanExporter:  # someone else's, or ours already
-        return None
     in_memory = uri.startswith("sqlite") and uri.rstrip("/") in ("sqlite:", "sqlite:///:memory:")
     exporter = BatchTraceExporter(uri, child=not in_memory)  # a child cannot see an in-memory DB
     _swap_exporter(processor, exporter)
+    atexit.register(exporter.close)
     logger.info("Traces are stored in batches by a writer process (%s).", uri)
     return exporter
+
+
+@contextmanager
+def batched_export(*, capture: bool = False) -> Iterator[BatchTraceExporter | None]:
+    """Within the block, traces are stored in batches on a background thread; MLflow's exporter after.
+
+    Yields the exporter (its `captured` traces with `capture`), or None where it does not apply
+    (see `install_batch_export`); on exit every trace of the block is stored.
+    """
+    processor = _mlflow_processor()
+    if processor is None:
+        yield None
+        return
+    original, delegate = processor.span_exporter, processor._batch_delegate
+    if delegate is not None:
+        delegate.force_flush()  # spans MLflow's batch processor still holds go out the old way
+    exporter = BatchTraceExporter(mlflow.get_tracking_uri(), child=False, capture=capture)
+    processor.span_exporter, processor._batch_delegate = exporter, None
+    try:
+        yield exporter
+    finally:
+        exporter.queue.flush()
+        processor.span_exporter, processor._batch_delegate = original, delegate
+        exporter.close()
 
 
 def setup_server_tracing() -> BatchTraceExporter | None:
@@ -300,6 +326,28 @@ def setup_server_tracing() -> BatchTraceExporter | None:
     if exporter is not None and exporter._writer is not None:
         exporter._writer.start()
     return exporter
+
+
+def _mlflow_processor() -> Any:
+    """MLflow's span processor, when it is the stock one exporting to a database store; else None.
+
+    Any: MLflow's `MlflowV3SpanProcessor` (an internal, so an MLflow without it keeps its exporter).
+    """
+    try:
+        from mlflow.tracing.processor.mlflow_v3 import MlflowV3SpanProcessor
+        from mlflow.tracing.provider import _get_span_processor, _get_tracer
+    except ImportError as exc:
+        logger.warning("Traces are exported by MLflow's own exporter: %s", exc)
+        return None
+    if _scheme(mlflow.get_tracking_uri()) not in DATABASE_SCHEMES:
+        return None
+    _get_tracer(__name__)  # make MLflow set up its tracer provider now, not on the first span
+    processor = _get_span_processor()
+    if type(processor) is not MlflowV3SpanProcessor:
+        return None
+    if type(processor.span_exporter) is not MlflowV3SpanExporter:  # someone else's, or ours already
+        return None
+    return processor
 
 
 def prepare_tracking_store() -> None:
