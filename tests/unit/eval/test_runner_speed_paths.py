@@ -130,6 +130,40 @@ def test_memoised_scorer_waits_for_the_judge_pool_reraises_errors_and_falls_back
     assert sorted(live) == ["a", "boom", "c"]
 
 
+def test_batched_trace_refresh_gives_results_their_assessments_and_keeps_their_spans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.genai.scorers import scorer
+
+    @scorer
+    def const(outputs: Any) -> Feedback:
+        return Feedback(value=1.0)
+
+    searches: list[dict[str, Any]] = []
+    real_search = mlflow.search_traces
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        searches.append(kwargs)
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "search_traces", spy)
+    mlflow.set_experiment("speed-refresh")
+    with mlflow.start_run():
+        ids = []
+        for question in ("What is alpha?", "What is beta?"):
+            _retrieve(question)
+            ids.append(mlflow.get_last_active_trace_id())
+        mlflow.flush_trace_async_logging()
+        traces = [mlflow.get_trace(trace_id) for trace_id in ids]
+        with _prefetch.batched_trace_refresh():
+            evaluation = mlflow.genai.evaluate(data=traces, scorers=[const])
+    assert any(kw.get("include_spans") is False for kw in searches)  # the one batched refresh
+    frame = evaluation.result_df
+    for spans, assessments in zip(frame["spans"], frame["assessments"], strict=True):
+        assert len(spans) == 1
+        assert "const" in {a["assessment_name"] for a in assessments}
+
+
 def test_eval_env_turns_off_the_scorer_rate_limit_only_for_our_scorers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
