@@ -7,9 +7,10 @@ Baselines, one row at a time with no pool:
 - "sequential judge only": per row, just the judge call (the issue's original baseline).
 Then the judge's bounded pool without MLflow (the ceiling a pool of `--pool` allows), and
 `run_suite` (the full MLflow evaluation: traces, assessments, artifacts) twice, the second time
-with every judgement from the cache. `--legacy` also times `run_suite(prefetch=False)` (the agent
-and the scorers inside `mlflow.genai.evaluate`'s harness). Everything runs on 127.0.0.1 with a
-temp MLflow store.
+with every judgement from the cache. The stub judge runs in a process of its own (a real judge is
+another machine), and both the sequential loop and `run_suite` get an untimed 8-row warm-up
+first. `--legacy` also times `run_suite(prefetch=False)` (the agent and the scorers inside
+`mlflow.genai.evaluate`'s harness). Everything runs on 127.0.0.1 with a temp MLflow store.
 
     python benchmarks/eval_throughput.py [--rows 200] [--latency 0.2] [--pool 8] [--legacy]
 """
@@ -39,6 +40,9 @@ from ragworks.eval.runner import make_predict_fn, run_suite
 from ragworks.eval.scorers import make_scorer
 from ragworks.eval.suite import EvalSuite
 from ragworks.testing.emulators.openai_stub import OpenAIStub, StubReply
+
+WARMUP_ROWS = 8
+"""Rows of the untimed warm-up run of each path."""
 
 
 class SlowJudge:
@@ -163,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
     rows = [{"inputs": {"question": f"question {i} about topic {i % 17}"}} for i in range(args.rows)]
     suite = EvalSuite.model_validate({"name": "throughput", "rows": rows})
+    warm = EvalSuite.model_validate({"name": "warm-up", "rows": rows[:WARMUP_ROWS]})
     with stub_judge(args.latency) as (base_url, slow):
         os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = base_url, "sk-bench"
+        # One-time costs of the process (imports; MLflow's evaluate imports databricks-sdk on first
+        # use, about 1.2 s here) fall on a short untimed run of each path, not on the timed ones.
+        _sequential_same_work(warm, get_judge("openai:bench-judge", cache=False))
+        warm_judge = get_judge("openai:bench-judge", cache=False)
+        run_suite(agent, warm, scorers=["answer_relevance"], judge=warm_judge)
         seq_s = _sequential_same_work(suite, get_judge("openai:bench-judge", cache=False))
         _line("sequential, same work", args.rows, seq_s, " (agent + trace, judge call, assessment)")
         seq_judge = get_judge("openai:bench-judge", cache=False)
