@@ -136,6 +136,7 @@ def run(requests: int, model: str) -> dict[str, list[float]]:
             "(c) predict_stream, tracing on": stream,
         }
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        mlflow.create_experiment("agent-overhead", artifact_location=(Path(tmp) / "artifacts").as_uri())
         mlflow.set_experiment("agent-overhead")
         results = timed(variants, requests)
         mlflow.flush_trace_async_logging()

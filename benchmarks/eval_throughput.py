@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="ragworks-eval-bench-"))
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    mlflow.create_experiment("sequential", artifact_location=(tmp / "artifacts").as_uri())  # not ./mlruns
     rows = [{"inputs": {"question": f"question {i} about topic {i % 17}"}} for i in range(args.rows)]
     suite = EvalSuite.model_validate({"name": "throughput", "rows": rows})
     warm = EvalSuite.model_validate({"name": "warm-up", "rows": rows[:WARMUP_ROWS]})

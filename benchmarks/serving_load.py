@@ -244,8 +244,12 @@ def _prepare(tmp: Path) -> Path:
 def _log_model(tmp: Path, config: Path) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = "0"
+    import mlflow
+
     from ragworks.agents.logged_model import log_agent
 
+    artifacts = (tmp / "artifacts").as_uri()  # with the store in tmp, not ./mlruns
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("serving-load", artifact_location=artifacts))
     return str(log_agent(str(config)).model_uri)
 
 

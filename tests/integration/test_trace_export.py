@@ -1,4 +1,4 @@
-"""The server's batched trace export: every trace lands, complete, in a temp SQLite store."""
+"""Batched trace export (servers and eval runs): every trace lands, complete, in a temp SQLite store."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
 import sqlalchemy
 from mlflow.entities import SpanType, Trace
+from mlflow.exceptions import MlflowException
 from mlflow.tracing.client import TracingClient
 from mlflow.tracing.constant import SpanAttributeKey, SpansLocation, TraceMetadataKey, TraceTagKey
 from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
@@ -143,6 +145,26 @@ def test_writer_redoes_a_batch_trace_by_trace_when_a_trace_already_exists(
     assert len(commits) > 2
     found = client.search_traces(locations=["0"], max_results=10)
     assert sorted(t.info.trace_id for t in found) == sorted(t.info.trace_id for t in traces)
+    assert all(len(client.get_trace(t.info.trace_id).data.spans) == 3 for t in traces)
+
+
+def test_writer_retries_a_batch_sqlite_refused_as_locked(
+    exporter: BatchTraceExporter, docs_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traces = _stored_traces(exporter, docs_index, 3)
+    client, commits = _fresh_store(tmp_path / "copy.db")
+    real = client.store.start_trace
+    refusals = []
+
+    def locked_once(trace_info: Any) -> Any:
+        if not refusals:
+            refusals.append(trace_info.trace_id)
+            raise MlflowException("(sqlite3.OperationalError) database is locked")
+        return real(trace_info)
+
+    monkeypatch.setattr(client.store, "start_trace", locked_once)
+    store_traces(client, traces)
+    assert refusals and len(commits) == 1  # the batch went again, still as one transaction
     assert all(len(client.get_trace(t.info.trace_id).data.spans) == 3 for t in traces)
 
 

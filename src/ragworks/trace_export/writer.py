@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -28,7 +29,9 @@ from mlflow.tracing.constant import SpansLocation, TraceTagKey
 from mlflow.tracing.utils import add_size_stats_to_trace_metadata
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 
-logger = logging.getLogger("ragworks.serving.trace_writer")
+logger = logging.getLogger("ragworks.trace_export.writer")
+LOCKED_RETRIES = 3
+"""Retries of a batch that SQLite refused with "database is locked"."""
 
 
 class _RollbackRefused(Exception):
@@ -77,12 +80,19 @@ def store_traces(client: TracingClient, traces: Sequence[Trace]) -> None:
         trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
     store = client.store
     if hasattr(store, "ManagedSessionMaker") and hasattr(store, "get_experiment"):
-        try:
-            with one_transaction(store):
-                _write(client, traces, strict=True)
-            return
-        except Exception as exc:  # rolled back as a whole: nothing of the batch was stored
-            logger.debug("Storing %d traces one by one: %s", len(traces), exc)
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                with one_transaction(store):
+                    _write(client, traces, strict=True)
+                return
+            except Exception as exc:  # rolled back as a whole: nothing of the batch was stored
+                # SQLite refuses at once (no busy wait) a read transaction that turns into a write
+                # while another connection writes: worth another go before the slower path.
+                if "locked" in str(exc).lower() and attempt < LOCKED_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                logger.debug("Storing %d traces one by one: %s", len(traces), exc)
+                break
     _write(client, traces, strict=False)
 
 
@@ -108,8 +118,6 @@ def _write(client: TracingClient, traces: Sequence[Trace], *, strict: bool) -> N
 
 def _open_store(uri: str, *, attempts: int = 5) -> None:
     """Open (and, if new, create) the store; another worker's writer may be creating it right now."""
-    import time
-
     from ragworks.trace_export.batch import tune_sqlite
 
     for attempt in range(attempts):
