@@ -20,11 +20,22 @@ import pytest
 # Before MLflow is imported: no telemetry thread, and no mlflow.db in the working directory.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault(
-    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='ragworks-mlflow-')}/mlflow.db"
-)
+_WORK_DIR = tempfile.mkdtemp(prefix="ragworks-tests-")
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_WORK_DIR}/mlflow.db")
 
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", socket.gethostname()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_in_temp_dir() -> Iterator[None]:
+    """Run the tests from the temp folder: with a SQLite store MLflow puts artifacts (logged models,
+    eval reports) under ./mlruns, which must not land in the checkout."""
+    before = os.getcwd()
+    os.chdir(_WORK_DIR)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 class NetworkBlockedError(RuntimeError):
