@@ -30,6 +30,8 @@ from mlflow.tracing.utils import add_size_stats_to_trace_metadata
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 
 logger = logging.getLogger("ragworks.trace_export.writer")
+WRITER_NICENESS = 10
+"""Scheduling priority the writer process lowers itself by (Unix `nice`)."""
 LOCKED_RETRIES = 3
 """Retries of a batch that SQLite refused with "database is locked"."""
 
@@ -140,6 +142,10 @@ def main(argv: Sequence[str]) -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # ... and stray prints go to the log
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    if hasattr(os, "nice"):
+        # Storing traces is background work: under load the CPU goes to answering requests
+        # first, and the writer catches up in the gaps (the server's queue bounds the backlog).
+        os.nice(WRITER_NICENESS)
     uri = argv[0]
     _open_store(uri)
     client = TracingClient(uri)
