@@ -219,8 +219,8 @@ def _evaluate(
     from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
 
     prepare = getattr(judge, "prepare", None)
-    if prepare is not None:
-        prepare()  # the judge's client imports its modules here, not on a judge thread
+    if prepare is not None and prefetched:
+        prepare()  # the judge's client or model imports its modules here, not on a judge thread
     ahead = {id(s) for s in prefetched}
     with (
         configure_autologging_for_evaluation(enable_tracing=True),
