@@ -8,10 +8,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ragworks._imports import lazy_attributes
 from ragworks.config import AgentConfig, RetrieverConfig, Settings
 from ragworks.errors import (
     ConfigError,
@@ -56,11 +56,7 @@ if TYPE_CHECKING:
     from ragworks.retrieval.registry import LocalRetriever, get_retriever
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ragworks' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes("ragworks", _LAZY)
 
 
 __all__ = [

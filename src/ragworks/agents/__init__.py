@@ -8,8 +8,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ragworks._imports import lazy_attributes
 
 # Loaded on first use: the tools package imports the prompt and tracing modules of this package.
 _LAZY = {
@@ -34,11 +35,7 @@ if TYPE_CHECKING:
     from ragworks.agents.responses_agent import RagResponsesAgent
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ragworks.agents' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes("ragworks.agents", _LAZY)
 
 
 __all__ = [

@@ -8,8 +8,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ragworks._imports import lazy_attributes
 
 # Loaded on first use: scorers and the runner import MLflow.
 _LAZY = {
@@ -37,11 +38,7 @@ if TYPE_CHECKING:
     from ragworks.eval.suite import EvalRow, EvalSuite, Expectations, example_suite
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ragworks.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes("ragworks.eval", _LAZY)
 
 
 __all__ = [

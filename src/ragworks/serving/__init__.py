@@ -8,8 +8,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ragworks._imports import lazy_attributes
 
 # Loaded on first use: the app imports MLflow's AgentServer, which `ragworks --help` must not pay for.
 _LAZY = {
@@ -28,11 +29,7 @@ if TYPE_CHECKING:
     from ragworks.serving.server import run_server, serve_in_thread
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ragworks.serving' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes("ragworks.serving", _LAZY)
 
 
 __all__ = [
