@@ -28,7 +28,7 @@ from ragworks.trace_export.batch import (
     install_batch_export,
     tune_sqlite,
 )
-from ragworks.trace_export.writer import store_traces
+from ragworks.trace_export.writer import one_transaction, store_traces
 
 REQUEST = {
     "input": [{"role": "user", "content": "How are logged agents loaded back?"}],
@@ -146,6 +146,30 @@ def test_writer_redoes_a_batch_trace_by_trace_when_a_trace_already_exists(
     found = client.search_traces(locations=["0"], max_results=10)
     assert sorted(t.info.trace_id for t in found) == sorted(t.info.trace_id for t in traces)
     assert all(len(client.get_trace(t.info.trace_id).data.spans) == 3 for t in traces)
+
+
+def test_one_transaction_leaves_other_threads_their_own_sessions(
+    exporter: BatchTraceExporter, docs_index: str, tmp_path: Path
+) -> None:
+    (trace,) = _stored_traces(exporter, docs_index, 1)
+    client, _ = _fresh_store(tmp_path / "copy.db")
+    seen: list[bool] = []
+
+    def look() -> None:  # another thread of the process, reading through the same store object
+        try:
+            client.store.get_trace_info(trace.info.trace_id)
+            seen.append(True)
+        except MlflowException:
+            seen.append(False)
+
+    with pytest.raises(Exception, match="abort"), one_transaction(client.store):
+        client.start_trace(trace.info)  # written in the shared, not yet committed transaction
+        other = threading.Thread(target=look)
+        other.start()
+        other.join()
+        raise RuntimeError("abort")
+    assert seen == [False]  # its own session: it does not see the uncommitted write
+    assert client.search_traces(locations=["0"], max_results=10) == []  # rolled back as a whole
 
 
 def test_writer_retries_a_batch_sqlite_refused_as_locked(

@@ -220,11 +220,10 @@ class BatchTraceExporter(MlflowV3SpanExporter):
 
     def write_batch(self, items: list[PendingTrace]) -> None:
         """Store a batch: in the writer process, or here for what it cannot take (or if it is gone)."""
-        local: list[PendingTrace] = []
-        plain: list[PendingTrace] = []
-        for item in items:
-            special = item.prompts or item.workspace or _has_attachments(item.trace)
-            (local if special else plain).append(item)
+        from ragworks.trace_export.writer import store_traces
+
+        plain = [i for i in items if _is_plain(i)]
+        special = [i for i in items if not _is_plain(i)]
         if plain and self._writer is not None:
             try:
                 self._writer.store([i.trace for i in plain])
@@ -232,16 +231,12 @@ class BatchTraceExporter(MlflowV3SpanExporter):
             except (OSError, ValueError) as exc:
                 logger.warning("The trace writer process failed (%s); storing traces in-process.", exc)
                 self._writer = None
-        self._store_here(local + plain)
+        if plain:  # one transaction, as the writer process does
+            store_traces(self._client, [i.trace for i in plain])
+        self._store_special(special)
 
-    def _store_here(self, items: list[PendingTrace]) -> None:
-        """Plain traces in one transaction (`store_traces`); the rest through MLflow's own path."""
-        from ragworks.trace_export.writer import store_traces
-
-        plain = [i.trace for i in items if not (i.prompts or i.workspace or _has_attachments(i.trace))]
-        if plain:
-            store_traces(self._client, plain)
-        items = [i for i in items if i.prompts or i.workspace or _has_attachments(i.trace)]
+    def _store_special(self, items: list[PendingTrace]) -> None:
+        """Traces with prompt links, a workspace or attachments: through MLflow's own path."""
         spans: defaultdict[tuple[str | None, str | None], list[Span]] = defaultdict(list)
         for item in items:
             item.trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
@@ -261,8 +256,11 @@ class BatchTraceExporter(MlflowV3SpanExporter):
             self._writer.close()
 
 
-def _has_attachments(trace: Trace) -> bool:
-    return any(getattr(span, "_attachments", None) for span in trace.data.spans)
+def _is_plain(item: PendingTrace) -> bool:
+    """No prompt links, workspace or attachments: the batch writer can store it."""
+    if item.prompts or item.workspace:
+        return False
+    return not any(getattr(span, "_attachments", None) for span in item.trace.data.spans)
 
 
 def install_batch_export() -> BatchTraceExporter | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,9 @@ LOCKED_RETRIES = 3
 """Retries of a batch that SQLite refused with "database is locked"."""
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 class _RollbackRefused(Exception):
     """MLflow's code asked to roll back part of a shared transaction; the whole batch is redone."""
 
@@ -45,14 +49,23 @@ def one_transaction(store: Any) -> Iterator[None]:
     """Run the store's writes inside this block in one session and commit once at its end.
 
     Any: MLflow's `SqlAlchemyStore`, whose `ManagedSessionMaker` (an internal) opens a session per
-    call. Raises if MLflow's code calls `rollback()` in the block, since that would silently drop
+    call. Only the calling thread's calls share the session: the store object is shared by the
+    process. Raises if MLflow's code calls `rollback()` in the block, since that would silently drop
     the writes made before it; the caller then stores the batch the ordinary way.
     """
+    with _ONE_AT_A_TIME:  # the patches below must not nest
+        yield from _shared_session(store)
+
+
+def _shared_session(store: Any) -> Iterator[None]:
+    owner = threading.get_ident()  # the store is shared: other threads keep their own sessions
     real_maker = store.ManagedSessionMaker
     real_get_experiment = store.get_experiment
     experiments: dict[str, Any] = {}
 
     def get_experiment(experiment_id: str) -> Any:
+        if threading.get_ident() != owner:
+            return real_get_experiment(experiment_id)
         if experiment_id not in experiments:
             experiments[experiment_id] = real_get_experiment(experiment_id)
         return experiments[experiment_id]
@@ -63,8 +76,13 @@ def one_transaction(store: Any) -> Iterator[None]:
         def refuse_rollback() -> None:
             raise _RollbackRefused
 
+        def maker(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == owner:
+                return nullcontext(session)
+            return real_maker(*args, **kwargs)
+
         session.rollback = refuse_rollback
-        store.ManagedSessionMaker = lambda *args, **kwargs: nullcontext(session)
+        store.ManagedSessionMaker = maker
         store.get_experiment = get_experiment
         try:
             yield
