@@ -51,9 +51,3 @@ def test_unimportable_or_malformed_langchain_retrievers_are_config_errors() -> N
     with pytest.raises(ConfigError, match="not a LangChain BaseRetriever"):
         get_retriever({"type": "langchain:json:dumps", "options": {"obj": 1}})
 
-
-def test_unavailable_backend_is_a_config_error() -> None:
-    from ragworks.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="databricks-vector-search"):
-        get_retriever({"type": "databricks-vector-search", "index": "main.docs.index"})

@@ -1,0 +1,250 @@
+"""Databricks Vector Search as a ragworks retriever, through the official client (`databricks-vectorsearch`).
+
+    retriever:
+      type: databricks-vector-search
+      index: main.docs.chunks_index     # the Unity Catalog name of the index
+      endpoint: docs-endpoint           # optional: the index's Vector Search endpoint
+      k: 5
+      mode: hybrid                      # hybrid -> HYBRID, dense -> ANN, bm25 -> FULL_TEXT
+      filters: {source: [a.md, b.md]}   # the same filter dicts as the local index
+      options: {text_column: text, source_column: source, columns: [title]}
+
+The workspace and credentials come from databricks-sdk's unified auth (`DATABRICKS_HOST` with
+`DATABRICKS_TOKEN`, or a service principal's `DATABRICKS_CLIENT_ID`/`DATABRICKS_CLIENT_SECRET`, or a
+profile), never from the config file. The index is looked up once, on the first query: its primary
+key becomes each document's `id`, its embedding source column the text. Each result row becomes a
+LangChain `Document` with `metadata["source"]` and `metadata["score"]`, like the local index's.
+
+The client retries 429/503/504 itself; any other failure becomes a `RetrievalError` (or a
+`ConfigError` when the index name, columns or credentials are wrong) whose message says what to fix
+and never carries the token.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ragworks.config import RetrieverConfig, SearchMode
+from ragworks.errors import ConfigError, RetrievalError
+from ragworks.retrieval.registry import register_retriever
+
+BACKEND = "databricks-vector-search"
+QUERY_TYPES: dict[SearchMode, str] = {"hybrid": "HYBRID", "dense": "ANN", "bm25": "FULL_TEXT"}
+SOURCE_COLUMNS = ("source", "doc_uri", "url", "path")
+"""Columns taken as a row's source, in this order, when the config names none and the index has one."""
+
+
+class VectorSearchRetriever(BaseRetriever):
+    """A LangChain retriever over one Databricks Vector Search index."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index_name: str
+    endpoint: str | None = None
+    k: int = 5
+    mode: SearchMode = "hybrid"
+    filters: dict[str, Any] | None = None
+    text_column: str | None = None
+    """The column holding the chunk text; default: the index's embedding source column."""
+    source_column: str | None = None
+    """The column giving `metadata["source"]`; default: the first of `SOURCE_COLUMNS` the index has."""
+    columns: list[str] = Field(default_factory=list)
+    """More columns to return, as metadata."""
+    workspace_url: str | None = None
+    """Default: databricks-sdk's host."""
+    tags: list[str] | None = Field(default_factory=lambda: ["ragworks", BACKEND])
+
+    _index: Any = PrivateAttr(default=None)  # Any: the client's index object
+    _layout: Any = PrivateAttr(default=None)  # _Layout, once the index is described
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[Document]:
+        index, layout = self._open()
+        merged = {**(self.filters or {}), **(filters or {})} or None
+        try:
+            response = index.similarity_search(
+                query_text=query,
+                columns=layout.columns,
+                filters=merged,
+                num_results=k or self.k,
+                query_type=QUERY_TYPES[self.mode],
+                disable_notice=True,
+            )
+        except Exception as exc:
+            raise _explain(exc, self.index_name, action="query") from exc
+        return layout.documents(response)
+
+    def _open(self) -> tuple[Any, _Layout]:
+        """The client's index object and the result layout, looked up once (thread-safe)."""
+        with self._lock:
+            if self._index is None or self._layout is None:
+                index = _get_index(self.workspace_url, self.endpoint, self.index_name)
+                try:
+                    description = index.describe()
+                except Exception as exc:
+                    raise _explain(exc, self.index_name, action="describe") from exc
+                self._layout = _Layout.of(description, self)
+                self._index = index
+            return self._index, self._layout
+
+
+class _Layout:
+    """Which columns a query asks for, and how a result row becomes a Document."""
+
+    def __init__(self, *, primary_key: str, text: str, source: str | None, extra: list[str]) -> None:
+        self.primary_key, self.text, self.source = primary_key, text, source
+        wanted = [primary_key, text, *([source] if source else []), *extra]
+        self.columns = list(dict.fromkeys(wanted))
+
+    @classmethod
+    def of(cls, description: dict[str, Any], retriever: VectorSearchRetriever) -> _Layout:
+        """The layout for an index, from its description and the retriever's options."""
+        primary_key = description.get("primary_key")
+        if not primary_key:
+            raise ConfigError(f"Vector Search index {retriever.index_name!r} reports no primary key.")
+        spec = description.get("delta_sync_index_spec") or description.get("direct_access_index_spec") or {}
+        embedded = [c.get("name") for c in spec.get("embedding_source_columns") or [] if c.get("name")]
+        text = retriever.text_column or (embedded[0] if embedded else None)
+        if text is None:
+            raise ConfigError(
+                f"Vector Search index {retriever.index_name!r} embeds precomputed vectors, so ragworks "
+                "cannot tell which column holds the text: set retriever.options.text_column."
+            )
+        schema = _schema(spec)
+        source = retriever.source_column or next((c for c in SOURCE_COLUMNS if c in schema), None)
+        return cls(primary_key=primary_key, text=text, source=source, extra=list(retriever.columns))
+
+    def documents(self, response: dict[str, Any]) -> list[Document]:
+        """Result rows as Documents, best first, each with `source` and `score` metadata."""
+        names = [c["name"] for c in response.get("manifest", {}).get("columns", [])]
+        docs = []
+        for row in response.get("result", {}).get("data_array") or []:
+            values = dict(zip(names, row, strict=False))  # a short row leaves columns out
+            key = str(values.pop(self.primary_key))
+            text = values.pop(self.text, None)
+            metadata = {k: v for k, v in values.items() if v is not None}
+            metadata["source"] = str(metadata.get(self.source, key)) if self.source else key
+            metadata["score"] = float(values.get("score") or 0.0)
+            docs.append(Document(id=key, page_content="" if text is None else str(text), metadata=metadata))
+        return docs
+
+
+def _schema(spec: dict[str, Any]) -> set[str]:
+    """Column names from a direct access index's `schema_json` (empty for a delta sync index)."""
+    try:
+        return set(json.loads(spec.get("schema_json") or "{}"))
+    except (TypeError, ValueError):
+        return set()
+
+
+def _client_class() -> Any:
+    """The official client's class: `databricks.ai_search` (new name), else `databricks.vector_search`."""
+    try:
+        from databricks.ai_search.client import AISearchClient
+
+        return AISearchClient
+    except ImportError:
+        pass
+    try:
+        from databricks.vector_search.client import VectorSearchClient
+
+        return VectorSearchClient
+    except ImportError:
+        raise ConfigError(
+            "The databricks-vector-search retriever needs the official client: "
+            "pip install 'ragworks[databricks]'"
+        ) from None
+
+
+def _credentials(workspace_url: str | None) -> dict[str, Any]:
+    """Client keyword arguments from databricks-sdk's unified auth (environment, profile)."""
+    try:
+        from databricks.sdk.core import Config
+    except ImportError:
+        raise ConfigError(
+            "The databricks-vector-search retriever needs databricks-sdk: pip install 'ragworks[databricks]'"
+        ) from None
+    try:
+        config = Config(host=workspace_url) if workspace_url else Config()
+        host = (config.host or "").rstrip("/")
+        if config.client_id and config.client_secret:  # the client mints and refreshes its own tokens
+            return {
+                "workspace_url": host,
+                "service_principal_client_id": config.client_id,
+                "service_principal_client_secret": config.client_secret,
+            }
+        token = config.authenticate().get("Authorization", "").removeprefix("Bearer ")
+    except Exception as exc:  # the SDK's errors carry its own advice, never the secret
+        raise ConfigError(
+            f"Databricks authentication is not configured for {BACKEND} ({exc}); set DATABRICKS_HOST and "
+            "DATABRICKS_TOKEN, or a service principal's DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET."
+        ) from None
+    if not host or not token:
+        raise ConfigError(
+            f"{BACKEND} needs a Databricks workspace and token: set DATABRICKS_HOST and DATABRICKS_TOKEN."
+        )
+    return {"workspace_url": host, "personal_access_token": token}
+
+
+def _get_index(workspace_url: str | None, endpoint: str | None, index_name: str) -> Any:
+    """The client's index object (one GET of the index); errors explained."""
+    client = _client_class()(**_credentials(workspace_url), disable_notice=True)
+    try:
+        return client.get_index(endpoint_name=endpoint, index_name=index_name)
+    except Exception as exc:
+        raise _explain(exc, index_name, action="open") from exc
+
+
+def _explain(exc: Exception, index_name: str, *, action: Literal["open", "describe", "query"]) -> Exception:
+    """A ragworks error for a client failure: what went wrong and what to change."""
+    status = getattr(exc, "status_code", None)
+    detail = str(exc).strip() or type(exc).__name__
+    if status == 404:
+        return ConfigError(
+            f"Vector Search index {index_name!r} was not found ({detail}). Check retriever.index "
+            "(catalog.schema.index), retriever.endpoint and DATABRICKS_HOST."
+        )
+    if status in (401, 403):
+        return ConfigError(
+            f"Databricks refused access to Vector Search index {index_name!r} (HTTP {status}: {detail}). "
+            "Check DATABRICKS_TOKEN, or the service principal's permissions on the index."
+        )
+    if status == 400:
+        return ConfigError(
+            f"Vector Search rejected the {action} on {index_name!r}: {detail}. Check the retriever's "
+            "columns, filters and mode for this index."
+        )
+    return RetrievalError(f"Vector Search {action} failed for {index_name!r}: {detail}", backend=BACKEND)
+
+
+@register_retriever(BACKEND)
+def _vector_search(config: RetrieverConfig) -> BaseRetriever:
+    options = dict(config.options)
+    known = {"text_column", "source_column", "columns", "workspace_url"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"Unknown {BACKEND} option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}."
+        )
+    return VectorSearchRetriever(
+        index_name=config.index,
+        endpoint=config.endpoint,
+        k=config.k,
+        mode=config.mode,
+        filters=config.filters,
+        **options,
+    )

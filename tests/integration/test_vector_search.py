@@ -1,0 +1,150 @@
+"""The databricks-vector-search retriever: the official client against the local REST emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from langchain_core.retrievers import BaseRetriever
+
+from ragworks.errors import ConfigError, RetrievalError
+from ragworks.retrieval import LocalIndex, get_retriever
+from ragworks.testing.contracts import CONTRACT_CORPUS, RetrieverContract
+from ragworks.testing.emulators.vector_search import VectorSearchEmulator
+
+INDEX = "main.docs.contract"
+TOKEN = "dapi-test-secret-0123"
+_AUTH_ENV = (
+    "DATABRICKS_HOST",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_ID",
+    "DATABRICKS_CLIENT_SECRET",
+    "DATABRICKS_CONFIG_PROFILE",
+    "DATABRICKS_AUTH_TYPE",
+)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[VectorSearchEmulator]:
+    index = LocalIndex(embeddings="hashing")
+    index.upsert(CONTRACT_CORPUS)
+    with VectorSearchEmulator({INDEX: index}, token=TOKEN) as vs:
+        yield vs
+
+
+@pytest.fixture
+def workspace(
+    emulator: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> VectorSearchEmulator:
+    """DATABRICKS_HOST/TOKEN point at the emulator; no profile file or other auth is picked up."""
+    for name in _AUTH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path) + "/none.cfg")
+    monkeypatch.setenv("DATABRICKS_HOST", emulator.host)
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    emulator.requests.clear()
+    return emulator
+
+
+def _retriever(**config: object) -> BaseRetriever:
+    return get_retriever({"type": "databricks-vector-search", "index": INDEX, "k": 3, **config})
+
+
+class TestVectorSearchHybrid(RetrieverContract):
+    @pytest.fixture
+    def retriever(self, workspace: VectorSearchEmulator) -> BaseRetriever:
+        return _retriever()
+
+
+class TestVectorSearchFullText(RetrieverContract):
+    @pytest.fixture
+    def retriever(self, workspace: VectorSearchEmulator) -> BaseRetriever:
+        return _retriever(mode="bm25")
+
+
+def _queries(vs: VectorSearchEmulator) -> list[dict[str, object]]:
+    return [r.body for r in vs.requests if r.path.endswith("/query")]
+
+
+def test_query_carries_mode_columns_filters_and_k(workspace: VectorSearchEmulator) -> None:
+    retriever = _retriever(mode="dense", k=2, filters={"year >=": 2020}, options={"columns": ["year"]})
+    docs = retriever.invoke("strings containers magma")
+    assert 1 <= len(docs) <= 2
+    assert all(d.metadata["year"] >= 2020 for d in docs)
+    (query,) = _queries(workspace)
+    assert query["query_type"] == "ANN"
+    assert query["num_results"] == 2
+    assert query["columns"] == ["id", "text", "source", "year"]
+    assert json.loads(str(query["filters_json"])) == {"year >=": 2020}
+
+
+def test_index_is_looked_up_once(workspace: VectorSearchEmulator) -> None:
+    retriever = _retriever()
+    retriever.invoke("tomato")
+    retriever.invoke("violin")
+    lookups = [r for r in workspace.requests if r.path.startswith("/api/") and not r.path.endswith("/query")]
+    assert len(_queries(workspace)) == 2
+    assert 1 <= len(lookups) <= 2  # the client's get_index, then describe: once per retriever
+
+
+def test_unavailable_service_is_retried_by_the_client(workspace: VectorSearchEmulator) -> None:
+    retriever = _retriever()
+    retriever.invoke("warm up")  # the index lookup happens here, so the failure lands on a query
+    workspace.fail_next(503)
+    assert retriever.invoke("volcano magma")[0].id == "volcano"
+    assert len(_queries(workspace)) == 3
+
+
+def test_server_error_is_a_retrieval_error_without_the_token(workspace: VectorSearchEmulator) -> None:
+    retriever = _retriever()
+    retriever.invoke("warm up")
+    workspace.fail_next(500)
+    with pytest.raises(RetrievalError, match=INDEX) as info:
+        retriever.invoke("volcano")
+    assert info.value.backend == "databricks-vector-search"
+    assert TOKEN not in str(info.value)
+
+
+def test_wrong_token_says_to_check_it(
+    workspace: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
+    with pytest.raises(ConfigError, match="DATABRICKS_TOKEN") as info:
+        _retriever().invoke("volcano")
+    assert "dapi-wrong" not in str(info.value)
+
+
+def test_unknown_index_says_which_setting_to_check(workspace: VectorSearchEmulator) -> None:
+    with pytest.raises(ConfigError, match=r"'main\.docs\.missing' was not found.*retriever\.index"):
+        get_retriever({"type": "databricks-vector-search", "index": "main.docs.missing"}).invoke("x")
+
+
+def test_unknown_column_or_filter_field_is_a_config_error(workspace: VectorSearchEmulator) -> None:
+    with pytest.raises(ConfigError, match="not present in index: colour"):
+        _retriever(options={"columns": ["colour"]}).invoke("tomato")
+    with pytest.raises(ConfigError, match=r"rejected the query.*colour"):
+        _retriever(filters={"colour": "red"}).invoke("tomato")
+
+
+def test_missing_credentials_and_unknown_options_are_config_errors(
+    workspace: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="Unknown databricks-vector-search option"):
+        _retriever(options={"colums": ["year"]})
+    monkeypatch.delenv("DATABRICKS_HOST")
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    with pytest.raises(ConfigError, match="DATABRICKS_HOST"):
+        _retriever().invoke("tomato")
+    assert workspace.requests == []
+
+
+def test_agent_answers_from_the_vector_search_index(workspace: VectorSearchEmulator) -> None:
+    from ragworks.agents import build_agent
+
+    agent = build_agent({"retriever": {"type": "databricks-vector-search", "index": INDEX, "k": 3}})
+    response = agent.predict({"input": [{"role": "user", "content": "How does sourdough bread rise?"}]})
+    assert response.custom_outputs is not None
+    sources = [s["source"] for s in response.custom_outputs["sources"]]
+    assert "kitchen.md" in sources
+    assert "starter" in json.dumps(response.model_dump()["output"])
