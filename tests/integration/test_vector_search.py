@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from langchain_core.retrievers import BaseRetriever
 
 from ragworks.errors import ConfigError, RetrievalError
@@ -35,12 +37,12 @@ def emulator() -> Iterator[VectorSearchEmulator]:
 
 @pytest.fixture
 def workspace(
-    emulator: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+    emulator: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> VectorSearchEmulator:
     """DATABRICKS_HOST/TOKEN point at the emulator; no profile file or other auth is picked up."""
     for name in _AUTH_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path) + "/none.cfg")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
     monkeypatch.setenv("DATABRICKS_HOST", emulator.host)
     monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
     emulator.requests.clear()
@@ -148,3 +150,43 @@ def test_agent_answers_from_the_vector_search_index(workspace: VectorSearchEmula
     sources = [s["source"] for s in response.custom_outputs["sources"]]
     assert "kitchen.md" in sources
     assert "starter" in json.dumps(response.model_dump()["output"])
+
+
+def test_logged_agent_declares_the_index_and_answers_from_it(
+    workspace: VectorSearchEmulator, tmp_path: Path
+) -> None:
+    import mlflow
+
+    saved_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        _log_and_load(workspace)
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+
+
+def _log_and_load(workspace: VectorSearchEmulator) -> None:
+    import mlflow
+
+    from ragworks.agents.logged_model import INDEX_ARTIFACT, log_agent
+
+    retriever = {
+        "type": "databricks-vector-search",
+        "index": INDEX,
+        "endpoint": workspace.endpoint,
+        "k": 3,
+        "options": {"embedding_endpoint": "databricks-gte-large-en"},
+    }
+    info = log_agent({"retriever": retriever}, name="agent")
+    flavor = info.flavors["python_function"]
+    assert INDEX_ARTIFACT not in (flavor.get("artifacts") or {})  # nothing local to ship
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    resources = json.dumps(yaml.safe_load((local / "MLmodel").read_text())["resources"])
+    assert INDEX in resources and "databricks-gte-large-en" in resources
+    assert "databricks-vectorsearch" in (local / "requirements.txt").read_text()
+
+    workspace.requests.clear()
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    response = model.predict({"input": [{"role": "user", "content": "What do volcanoes do?"}]})
+    assert response["custom_outputs"]["sources"][0]["source"] == "geology.md"
+    assert _queries(workspace)  # answered from the emulated index, not a copy

@@ -9,6 +9,9 @@
       filters: {source: [a.md, b.md]}   # the same filter dicts as the local index
       options: {text_column: text, source_column: source, columns: [title]}
 
+`options.embedding_endpoint` names the serving endpoint that embeds queries; it is not needed to query,
+but a logged agent declares it as a resource so Model Serving grants access to it.
+
 The workspace and credentials come from databricks-sdk's unified auth (`DATABRICKS_HOST` with
 `DATABRICKS_TOKEN`, or a service principal's `DATABRICKS_CLIENT_ID`/`DATABRICKS_CLIENT_SECRET`, or a
 profile), never from the config file. The index is looked up once, on the first query: its primary
@@ -234,7 +237,8 @@ def _explain(exc: Exception, index_name: str, *, action: Literal["open", "descri
 @register_retriever(BACKEND)
 def _vector_search(config: RetrieverConfig) -> BaseRetriever:
     options = dict(config.options)
-    known = {"text_column", "source_column", "columns", "workspace_url"}
+    # embedding_endpoint only declares a resource for Model Serving (agents/logged_model.py)
+    known = {"text_column", "source_column", "columns", "workspace_url", "embedding_endpoint"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(
@@ -246,5 +250,5 @@ def _vector_search(config: RetrieverConfig) -> BaseRetriever:
         k=config.k,
         mode=config.mode,
         filters=config.filters,
-        **options,
+        **{k: v for k, v in options.items() if k != "embedding_endpoint"},
     )
