@@ -27,11 +27,15 @@ _AUTH_ENV = (
 )
 
 
+VECTORS = "main.docs.vectors"
+"""The same chunks, described as an index of precomputed (hashing) vectors."""
+
+
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[VectorSearchEmulator]:
     index = LocalIndex(embeddings="hashing")
     index.upsert(CONTRACT_CORPUS)
-    with VectorSearchEmulator({INDEX: index}, token=TOKEN) as vs:
+    with VectorSearchEmulator({INDEX: index, VECTORS: index}, token=TOKEN, self_managed=[VECTORS]) as vs:
         yield vs
 
 
@@ -67,6 +71,25 @@ class TestVectorSearchFullText(RetrieverContract):
 
 def _queries(vs: VectorSearchEmulator) -> list[dict[str, object]]:
     return [r.body for r in vs.requests if r.path.endswith("/query")]
+
+
+class TestVectorSearchPrecomputedVectors(RetrieverContract):
+    @pytest.fixture
+    def retriever(self, workspace: VectorSearchEmulator) -> BaseRetriever:
+        return _retriever(index=VECTORS, options={"embeddings": "hashing", "text_column": "text"})
+
+
+def test_precomputed_vectors_are_embedded_here_and_sent(workspace: VectorSearchEmulator) -> None:
+    options = {"embeddings": "hashing", "text_column": "text"}
+    dense = _retriever(index=VECTORS, mode="dense", options=options)
+    assert dense.invoke("wild yeast starter")[0].id == "sourdough"
+    hybrid = _retriever(index=VECTORS, options=options)
+    assert hybrid.invoke("violin strings")[0].id == "violin"
+    ann, both = _queries(workspace)
+    assert len(ann["query_vector"]) == len(both["query_vector"]) > 1  # type: ignore[arg-type]
+    assert "query_text" not in ann and both["query_text"] == "violin strings"
+    with pytest.raises(ConfigError, match=r"options\.embeddings"):
+        _retriever(index=VECTORS).invoke("violin")
 
 
 def test_query_carries_mode_columns_filters_and_k(workspace: VectorSearchEmulator) -> None:

@@ -209,6 +209,7 @@ class LocalIndex:
         filters: Mapping[str, Any] | None = None,
         *,
         mode: SearchMode = "hybrid",
+        vector: Sequence[float] | np.ndarray | None = None,
     ) -> list[Document]:
         """The k best chunks for `query` as LangChain Documents, best first.
 
@@ -217,6 +218,8 @@ class LocalIndex:
             k: how many chunks to return.
             filters: metadata filters (see `ragworks.retrieval.filters`).
             mode: `hybrid`, `bm25` or `dense`; hybrid falls back to BM25 on a BM25-only index.
+            vector: a query embedding made elsewhere (same embedder as the index), used instead of
+                embedding `query` for the dense side.
 
         Returns:
             Documents with `id`, `metadata["score"]`, `metadata["source"]`, `metadata["chunk_index"]`.
@@ -225,17 +228,18 @@ class LocalIndex:
             raise ConfigError(f"k must be at least 1, got {k}.")
         if mode not in ("hybrid", "bm25", "dense"):
             raise ConfigError(f"Unknown search mode {mode!r}. Available: hybrid, bm25, dense.")
-        if not self._ids or not query.strip():
+        if not self._ids or (not query.strip() and vector is None):
             return []
-        if mode == "dense" and self.embedder is None:
+        if (mode == "dense" or vector is not None) and self.embedder is None:
             raise ConfigError("This index has no embeddings (built with --embeddings none): use mode 'bm25'.")
+        q = None if vector is None else self._checked_vector(vector)
         mask = self._mask(filters)
         if mode == "bm25" or self.embedder is None:
             rows, scores = self._search_bm25(query, k, mask)
         elif mode == "dense":
-            rows, scores = self._search_dense(query, k, mask)
+            rows, scores = self._search_dense(query, k, mask, q)
         else:
-            rows, scores = self._search_hybrid(query, k, mask)
+            rows, scores = self._search_hybrid(query, k, mask, q)
         return [self._document(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
 
     def _mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
@@ -265,6 +269,18 @@ class LocalIndex:
         assert self.embedder is not None
         return self.embedder.encode([query])[0]
 
+    def _checked_vector(self, vector: Sequence[float] | np.ndarray) -> np.ndarray:
+        """A caller's query vector as unit float32, or a ConfigError naming the dimensions expected."""
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        dim = self._vectors.shape[1] if self._vectors is not None else q.shape[0]
+        if q.shape[0] != dim or not np.all(np.isfinite(q)):
+            raise ConfigError(
+                f"The query vector has {q.shape[0]} dimensions (or non-finite values); this index's "
+                f"embeddings ({self.embedder_name}) have {dim}."
+            )
+        norm = float(np.linalg.norm(q))
+        return q / norm if norm > 0 else q
+
     def _dense_candidates(
         self, q: np.ndarray, depth: int, mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -280,16 +296,20 @@ class LocalIndex:
         rows = rows[np.isfinite(scores[rows])]
         return rows, scores[rows]
 
-    def _search_dense(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        return self._dense_candidates(self._query_vector(query), k, mask)
+    def _search_dense(
+        self, query: str, k: int, mask: np.ndarray | None, q: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._dense_candidates(self._query_vector(query) if q is None else q, k, mask)
 
-    def _search_hybrid(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_hybrid(
+        self, query: str, k: int, mask: np.ndarray | None, q: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert self._vectors is not None
         depth = max(self.fusion.depth, k)
         bm25_all = self._bm25_scores(query, mask)
         bm25_rows = top_indices(bm25_all, depth)
         bm25_rows = bm25_rows[bm25_all[bm25_rows] > 0]
-        q = self._query_vector(query)
+        q = self._query_vector(query) if q is None else q
         dense_rows, _ = self._dense_candidates(q, depth, mask)
         candidates = union(bm25_rows, dense_rows)
         dense = self._vectors[candidates] @ q

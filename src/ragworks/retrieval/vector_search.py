@@ -9,8 +9,11 @@
       filters: {source: [a.md, b.md]}   # the same filter dicts as the local index
       options: {text_column: text, source_column: source, columns: [title]}
 
-`options.embedding_endpoint` names the serving endpoint that embeds queries; it is not needed to query,
-but a logged agent declares it as a resource so Model Serving grants access to it.
+An index of precomputed vectors (`embedding_vector_columns`) needs `options.embeddings`: the ragworks
+embedder that made them (`minilm`, `hashing`), which embeds each query here and sends `query_vector`
+(with the text too for `hybrid`). `options.embedding_endpoint` names the serving endpoint that embeds
+queries; a query does not need it, but a logged agent declares it as a resource so Model Serving grants
+access to it.
 
 The workspace and credentials come from databricks-sdk's unified auth (`DATABRICKS_HOST` with
 `DATABRICKS_TOKEN`, or a service principal's `DATABRICKS_CLIENT_ID`/`DATABRICKS_CLIENT_SECRET`, or a
@@ -35,6 +38,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ragworks.config import RetrieverConfig, SearchMode
+from ragworks.embeddings import get_embedder
 from ragworks.errors import ConfigError, RetrievalError
 from ragworks.retrieval.registry import register_retriever
 
@@ -60,6 +64,9 @@ class VectorSearchRetriever(BaseRetriever):
     """The column giving `metadata["source"]`; default: the first of `SOURCE_COLUMNS` the index has."""
     columns: list[str] = Field(default_factory=list)
     """More columns to return, as metadata."""
+    embeddings: str | None = None
+    """For an index of precomputed vectors: the ragworks embedder that made them (`minilm`, `hashing`);
+    queries then carry `query_vector`, embedded here."""
     workspace_url: str | None = None
     """Default: databricks-sdk's host."""
     tags: list[str] | None = Field(default_factory=lambda: ["ragworks", BACKEND])
@@ -67,6 +74,7 @@ class VectorSearchRetriever(BaseRetriever):
     _index: Any = PrivateAttr(default=None)  # Any: the client's index object
     _layout: Any = PrivateAttr(default=None)  # _Layout, once the index is described
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _embedder: Any = PrivateAttr(default=None)  # Embedder, with `embeddings`
 
     def _get_relevant_documents(
         self,
@@ -78,14 +86,18 @@ class VectorSearchRetriever(BaseRetriever):
     ) -> list[Document]:
         index, layout = self._open()
         merged = {**(self.filters or {}), **(filters or {})} or None
+        text: dict[str, Any] = {"query_text": query}
+        if self._embedder is not None and self.mode != "bm25":
+            vector = {"query_vector": [float(x) for x in self._embedder.encode([query])[0]]}
+            text = {**text, **vector} if self.mode == "hybrid" else vector  # ANN: the vector alone
         try:
             response = index.similarity_search(
-                query_text=query,
                 columns=layout.columns,
                 filters=merged,
                 num_results=k or self.k,
                 query_type=QUERY_TYPES[self.mode],
                 disable_notice=True,
+                **text,
             )
         except Exception as exc:
             raise _explain(exc, self.index_name, action="query") from exc
@@ -101,6 +113,8 @@ class VectorSearchRetriever(BaseRetriever):
                 except Exception as exc:
                     raise _explain(exc, self.index_name, action="describe") from exc
                 self._layout = _Layout.of(description, self)
+                if self.embeddings:
+                    self._embedder = get_embedder(self.embeddings)
                 self._index = index
             return self._index, self._layout
 
@@ -121,6 +135,14 @@ class _Layout:
             raise ConfigError(f"Vector Search index {retriever.index_name!r} reports no primary key.")
         spec = description.get("delta_sync_index_spec") or description.get("direct_access_index_spec") or {}
         embedded = [c.get("name") for c in spec.get("embedding_source_columns") or [] if c.get("name")]
+        vectors = [c.get("name") for c in spec.get("embedding_vector_columns") or [] if c.get("name")]
+        if vectors and not embedded and not retriever.embeddings:
+            raise ConfigError(
+                f"Vector Search index {retriever.index_name!r} holds precomputed vectors "
+                f"({vectors[0]!r}), so queries need a vector: set retriever.options.embeddings to the "
+                "embedder that made them (minilm or hashing) and retriever.options.text_column to the "
+                "text column."
+            )
         text = retriever.text_column or (embedded[0] if embedded else None)
         if text is None:
             raise ConfigError(
@@ -238,7 +260,7 @@ def _explain(exc: Exception, index_name: str, *, action: Literal["open", "descri
 def _vector_search(config: RetrieverConfig) -> BaseRetriever:
     options = dict(config.options)
     # embedding_endpoint only declares a resource for Model Serving (agents/logged_model.py)
-    known = {"text_column", "source_column", "columns", "workspace_url", "embedding_endpoint"}
+    known = {"text_column", "source_column", "columns", "embeddings", "workspace_url", "embedding_endpoint"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(

@@ -171,3 +171,19 @@ def test_fusion_settings_survive_a_round_trip(tmp_path: Path) -> None:
     idx.upsert(CHUNKS)
     idx.save(tmp_path / "idx")
     assert LocalIndex.load(tmp_path / "idx").fusion == fusion
+
+
+def test_search_with_a_query_vector_made_elsewhere(index: LocalIndex) -> None:
+    question = "graphs of nodes and edges"
+    vector = HashingEmbedder().encode([question])[0]
+    for mode in ("dense", "hybrid"):
+        by_text = index.search(question, k=3, mode=mode)  # type: ignore[arg-type]
+        by_vector = index.search(question, k=3, mode=mode, vector=list(3 * vector))  # any length: normalised
+        assert [d.id for d in by_vector] == [d.id for d in by_text]
+    assert index.search("", k=1, mode="dense", vector=vector)[0].id == "b"  # the vector alone
+    with pytest.raises(ConfigError, match="3 dimensions"):
+        index.search("x", mode="dense", vector=[0.1, 0.2, 0.3])
+    with pytest.raises(ConfigError, match="no embeddings"):
+        bm25_only = LocalIndex(embeddings="none")
+        bm25_only.upsert(CHUNKS)
+        bm25_only.search("x", vector=vector)

@@ -1,10 +1,11 @@
 """A local emulator of the Databricks Vector Search REST API, over `LocalIndex`es, on 127.0.0.1.
 
 It speaks enough of the API for the official `databricks-vectorsearch` client (and databricks-sdk's
-host-metadata probe): describe an endpoint
-and an index, query (`query_text`, `columns`, `num_results`, `filters_json`, `query_type` ANN /
-HYBRID / FULL_TEXT), upsert and delete rows. Each index is a Direct Access index with primary key
-`id`, text column `text` (its embedding source) and one column per metadata key of its chunks.
+host-metadata probe): describe an endpoint and an index, query (`query_text` and/or `query_vector`,
+`columns`, `num_results`, `filters_json`, `query_type` ANN / HYBRID / FULL_TEXT), upsert and delete
+rows. Each index is a Direct Access index with primary key `id`, text column `text` and one column per
+metadata key of its chunks. By default `text` is its embedding source (managed embeddings); indexes
+named in `self_managed` are described with precomputed vectors instead and need `query_vector`.
 Requests need `Authorization: Bearer <token>`; errors come back in Databricks' shape
 (`{"error_code", "message"}`) with its status codes, and `fail_next` scripts failures (a 503 to
 exercise the client's retries, a 500 for ragworks' error messages).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,9 +63,16 @@ class VectorSearchEmulator:
     """Serve `indexes` (Unity Catalog name -> LocalIndex) as Vector Search indexes on `endpoint`."""
 
     def __init__(
-        self, indexes: Mapping[str, LocalIndex], *, token: str = "dapi-emulator", endpoint: str = "emulator"
+        self,
+        indexes: Mapping[str, LocalIndex],
+        *,
+        token: str = "dapi-emulator",
+        endpoint: str = "emulator",
+        self_managed: Collection[str] = (),
     ) -> None:
         self.indexes = dict(indexes)
+        self.self_managed = set(self_managed)
+        """Indexes described with precomputed vectors (`embedding_vector_columns`): need `query_vector`."""
         self.token = token
         self.endpoint = endpoint
         self.requests: list[RecordedRequest] = []
@@ -147,15 +155,18 @@ class VectorSearchEmulator:
         return {"name": name, "endpoint_type": "STANDARD", "endpoint_status": {"state": "ONLINE"}}
 
     def _describe(self, name: str, index: LocalIndex, body: dict[str, Any]) -> dict[str, Any]:
+        spec: dict[str, Any] = {"schema_json": json.dumps(_schema(index))}
+        if name in self.self_managed:
+            dim = len(index.embedder.encode(["x"])[0]) if index.embedder is not None else 0
+            spec["embedding_vector_columns"] = [{"name": "embedding", "embedding_dimension": dim}]
+        else:
+            spec["embedding_source_columns"] = [{"name": "text", "embedding_model_endpoint_name": "emulator"}]
         return {
             "name": name,
             "endpoint_name": self.endpoint,
             "primary_key": "id",
             "index_type": "DIRECT_ACCESS",
-            "direct_access_index_spec": {
-                "embedding_source_columns": [{"name": "text", "embedding_model_endpoint_name": "emulator"}],
-                "schema_json": json.dumps(_schema(index)),
-            },
+            "direct_access_index_spec": spec,
             "status": {"ready": True, "detailed_state": "ONLINE", "indexed_row_count": len(index)},
         }
 
@@ -170,17 +181,22 @@ class VectorSearchEmulator:
                 "INVALID_PARAMETER_VALUE",
                 f"Requested columns to fetch are not present in index: {', '.join(missing)}",
             )
-        if body.get("query_vector"):
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "The emulator answers query_text only.")
-        query = body.get("query_text")
-        if not isinstance(query, str) or not query.strip():
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "query_text must be a non-empty string.")
+        query, vector = body.get("query_text") or "", body.get("query_vector")
         k = body.get("num_results", 10)
         if not isinstance(k, int) or k < 1:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "num_results must be a positive integer.")
         query_type = str(body.get("query_type") or "ANN").upper()
         if query_type not in MODES:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Unknown query_type {query_type}.")
+        if not isinstance(query, str) or (vector is not None and not isinstance(vector, list)):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "query_text is a string, query_vector a list.")
+        needs_vector = name in self.self_managed and query_type != "FULL_TEXT"
+        if needs_vector and not vector:
+            raise ApiError(
+                400, "INVALID_PARAMETER_VALUE", "query_vector is required: self-managed embeddings."
+            )
+        if not query.strip() and (query_type != "ANN" or not vector):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"query_text is needed for {query_type}.")
         filters = json.loads(body["filters_json"]) if body.get("filters_json") else None
         unknown = sorted({str(key).split()[0] for key in filters or {}} - set(_schema(index)))
         if unknown:
@@ -190,7 +206,8 @@ class VectorSearchEmulator:
                 f"Filter columns not present in index: {', '.join(unknown)}",
             )
         try:
-            docs = index.search(query, k=k, filters=filters, mode=MODES[query_type])  # type: ignore[arg-type]
+            mode = MODES[query_type]
+            docs = index.search(query, k=k, filters=filters, mode=mode, vector=vector)  # type: ignore[arg-type]
         except RagworksError as exc:  # a filter on an unknown column, a mode the index cannot do
             raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from exc
         rows = []
