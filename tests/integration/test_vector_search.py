@@ -104,6 +104,15 @@ def test_query_carries_mode_columns_filters_and_k(workspace: VectorSearchEmulato
     assert json.loads(str(query["filters_json"])) == {"year >=": 2020}
 
 
+def test_score_threshold_drops_weak_results(workspace: VectorSearchEmulator) -> None:
+    everything = _retriever(k=5).invoke("violin strings")
+    cut = (everything[0].metadata["score"] + everything[-1].metadata["score"]) / 2
+    kept = _retriever(k=5, options={"score_threshold": cut}).invoke("violin strings")
+    assert kept and len(kept) < len(everything)
+    assert all(d.metadata["score"] >= cut for d in kept)
+    assert _queries(workspace)[-1]["score_threshold"] == cut
+
+
 def test_index_is_looked_up_once(workspace: VectorSearchEmulator) -> None:
     retriever = _retriever()
     retriever.invoke("tomato")

@@ -7,7 +7,7 @@
       k: 5
       mode: hybrid                      # hybrid -> HYBRID, dense -> ANN, bm25 -> FULL_TEXT
       filters: {source: [a.md, b.md]}   # the same filter dicts as the local index
-      options: {text_column: text, source_column: source, columns: [title]}
+      options: {text_column: text, source_column: source, columns: [title], score_threshold: 0.5}
 
 An index of precomputed vectors (`embedding_vector_columns`) needs `options.embeddings`: the ragworks
 embedder that made them (`minilm`, `hashing`), which embeds each query here and sends `query_vector`
@@ -64,6 +64,8 @@ class VectorSearchRetriever(BaseRetriever):
     """The column giving `metadata["source"]`; default: the first of `SOURCE_COLUMNS` the index has."""
     columns: list[str] = Field(default_factory=list)
     """More columns to return, as metadata."""
+    score_threshold: float | None = None
+    """Drop results scoring below this (Vector Search's own scale for the query type)."""
     embeddings: str | None = None
     """For an index of precomputed vectors: the ragworks embedder that made them (`minilm`, `hashing`);
     queries then carry `query_vector`, embedded here."""
@@ -96,6 +98,7 @@ class VectorSearchRetriever(BaseRetriever):
                 filters=merged,
                 num_results=k or self.k,
                 query_type=QUERY_TYPES[self.mode],
+                score_threshold=self.score_threshold,
                 disable_notice=True,
                 **text,
             )
@@ -260,7 +263,15 @@ def _explain(exc: Exception, index_name: str, *, action: Literal["open", "descri
 def _vector_search(config: RetrieverConfig) -> BaseRetriever:
     options = dict(config.options)
     # embedding_endpoint only declares a resource for Model Serving (agents/logged_model.py)
-    known = {"text_column", "source_column", "columns", "embeddings", "workspace_url", "embedding_endpoint"}
+    known = {
+        "text_column",
+        "source_column",
+        "columns",
+        "score_threshold",
+        "embeddings",
+        "workspace_url",
+        "embedding_endpoint",
+    }
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(

@@ -2,10 +2,11 @@
 
 It speaks enough of the API for the official `databricks-vectorsearch` client (and databricks-sdk's
 host-metadata probe): describe an endpoint and an index, query (`query_text` and/or `query_vector`,
-`columns`, `num_results`, `filters_json`, `query_type` ANN / HYBRID / FULL_TEXT), upsert and delete
-rows. Each index is a Direct Access index with primary key `id`, text column `text` and one column per
-metadata key of its chunks. By default `text` is its embedding source (managed embeddings); indexes
-named in `self_managed` are described with precomputed vectors instead and need `query_vector`.
+`columns`, `num_results`, `filters_json`, `score_threshold`, `query_type` ANN / HYBRID / FULL_TEXT),
+upsert and delete rows. Each index is a Direct Access index with primary key `id`, text column `text`
+and one column per metadata key of its chunks. By default `text` is its embedding source (managed
+embeddings); indexes named in `self_managed` are described with precomputed vectors instead and
+need `query_vector`.
 Requests need `Authorization: Bearer <token>`; errors come back in Databricks' shape
 (`{"error_code", "message"}`) with its status codes, and `fail_next` scripts failures (a 503 to
 exercise the client's retries, a 500 for ragworks' error messages).
@@ -210,6 +211,9 @@ class VectorSearchEmulator:
             docs = index.search(query, k=k, filters=filters, mode=mode, vector=vector)  # type: ignore[arg-type]
         except RagworksError as exc:  # a filter on an unknown column, a mode the index cannot do
             raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from exc
+        threshold = body.get("score_threshold")
+        if threshold is not None:
+            docs = [d for d in docs if d.metadata["score"] >= float(threshold)]
         rows = []
         for doc in docs:
             values = {"id": doc.id, "text": doc.page_content, **doc.metadata}
