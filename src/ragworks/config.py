@@ -81,7 +81,8 @@ class AgentConfig(_Strict):
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tools: list[str] = Field(default_factory=list)
-    """Extra tools as `module:function`; the retriever tool is always present in tool-calling agents."""
+    """Extra tools as `module:function` or `uc:catalog.schema.function` (a Unity Catalog function); the
+    retriever tool is always present in tool-calling agents."""
     system_prompt: str | None = None
     """Replaces the built-in system prompt."""
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)

@@ -222,3 +222,19 @@ def _log_and_load(workspace: VectorSearchEmulator) -> None:
     response = model.predict({"input": [{"role": "user", "content": "What do volcanoes do?"}]})
     assert response["custom_outputs"]["sources"][0]["source"] == "geology.md"
     assert _queries(workspace)  # answered from the emulated index, not a copy
+
+
+def test_emulated_index_takes_upserts_and_deletes_from_the_client(workspace: VectorSearchEmulator) -> None:
+    from databricks.ai_search.client import AISearchClient
+
+    local = LocalIndex(embeddings="hashing")
+    local.upsert(CONTRACT_CORPUS[:2])
+    with VectorSearchEmulator({"main.docs.live": local}, token=TOKEN) as vs:
+        client = AISearchClient(workspace_url=vs.host, personal_access_token=TOKEN, disable_notice=True)
+        index = client.get_index(index_name="main.docs.live")
+        harp = {"id": "harp", "text": "A harp has many strings plucked by hand.", "source": "harp.md"}
+        index.upsert([harp])
+        found = index.similarity_search(query_text="harp strings", columns=["id", "source"], num_results=1)
+        assert found["result"]["data_array"][0][:2] == ["harp", "harp.md"]
+        index.delete(["harp"])
+        assert "harp" not in local

@@ -33,9 +33,11 @@ from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
 from ragworks.agents.tracing import CONFIG_TAG
-from ragworks.config import AgentConfig
+from ragworks.config import AgentConfig, env_flag
 from ragworks.errors import ConfigError
 from ragworks.retrieval.local import MANIFEST
+from ragworks.tools.unity_catalog import PREFIX as UC_PREFIX
+from ragworks.tools.unity_catalog import WAREHOUSE_ENV
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -175,9 +177,14 @@ def databricks_resources(cfg: AgentConfig) -> list[DatabricksResource]:
 
     A `databricks-vector-search` retriever gives its index (and the endpoint that embeds queries,
     when `retriever.options.embedding_endpoint` names one); a `databricks:<endpoint>` llm gives its
-    serving endpoint.
+    serving endpoint; `uc:` tools give their functions and the SQL warehouse they run on.
     """
-    from mlflow.models.resources import DatabricksServingEndpoint, DatabricksVectorSearchIndex
+    from mlflow.models.resources import (
+        DatabricksFunction,
+        DatabricksServingEndpoint,
+        DatabricksSQLWarehouse,
+        DatabricksVectorSearchIndex,
+    )
 
     resources: list[DatabricksResource] = []
     if cfg.retriever.type == "databricks-vector-search":
@@ -187,13 +194,29 @@ def databricks_resources(cfg: AgentConfig) -> list[DatabricksResource]:
             resources.append(DatabricksServingEndpoint(endpoint_name=str(embedding_endpoint)))
     if cfg.llm.startswith(_DATABRICKS):
         resources.append(DatabricksServingEndpoint(endpoint_name=cfg.llm.removeprefix(_DATABRICKS)))
+    functions = _uc_functions(cfg)
+    resources.extend(DatabricksFunction(function_name=name) for name in functions)
+    warehouse = env_flag(WAREHOUSE_ENV)
+    if functions and warehouse:
+        resources.append(DatabricksSQLWarehouse(warehouse_id=warehouse))
     return resources
+
+
+def _uc_functions(cfg: AgentConfig) -> list[str]:
+    """The Unity Catalog functions a tool-calling config uses as tools."""
+    if cfg.agent != "tool-calling":
+        return []
+    return [spec.removeprefix(UC_PREFIX) for spec in cfg.tools if spec.startswith(UC_PREFIX)]
 
 
 def needed_extras(cfg: AgentConfig) -> set[str]:
     """The ragworks extras the logged agent needs where it is served."""
     extras: set[str] = set()
-    if cfg.retriever.type == "databricks-vector-search" or cfg.llm.startswith(_DATABRICKS):
+    if (
+        cfg.retriever.type == "databricks-vector-search"
+        or cfg.llm.startswith(_DATABRICKS)
+        or _uc_functions(cfg)
+    ):
         extras.add("databricks")
     if cfg.retriever.type == "local" and _index_embedder(Path(cfg.retriever.index)) == "minilm":
         extras.add("dense")

@@ -1,5 +1,7 @@
 """Tools by name: `module:function` specs from the config become LangChain tools.
 
+`uc:<catalog>.<schema>.<function>` names a Unity Catalog function instead (`tools/unity_catalog.py`).
+
 A function becomes a `StructuredTool` whose argument schema comes from its type hints (pydantic
 models included) and whose description is its docstring. A `BaseTool` instance is used as it is.
 
@@ -20,10 +22,14 @@ from langchain_core.tools import BaseTool, StructuredTool
 from ragworks._imports import import_object
 from ragworks.errors import ConfigError
 from ragworks.tools.retriever_tool import make_retriever_tool
+from ragworks.tools.unity_catalog import PREFIX as UC_PREFIX
+from ragworks.tools.unity_catalog import load_uc_function
 
 
 def load_tool(spec: str) -> BaseTool:
-    """Import the tool a `module:function` spec names."""
+    """The tool a spec names: `module:function` (imported), or `uc:catalog.schema.function`."""
+    if spec.startswith(UC_PREFIX):
+        return load_uc_function(spec)
     target = import_object(spec, what="tool", form="module:function")
     attr = spec.partition(":")[2]
     if isinstance(target, BaseTool):

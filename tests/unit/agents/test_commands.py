@@ -93,6 +93,15 @@ def test_resources_follow_the_config() -> None:
     assert needed_extras(cfg) == {"databricks"}
 
 
+def test_unity_catalog_tools_declare_functions_and_warehouse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", "wh-123")
+    cfg = AgentConfig(agent="tool-calling", tools=["uc:main.fx.convert", "json:dumps"])
+    found = {(type(r).__name__, r.name) for r in databricks_resources(cfg)}
+    assert found == {("DatabricksFunction", "main.fx.convert"), ("DatabricksSQLWarehouse", "wh-123")}
+    assert needed_extras(cfg) == {"databricks"}
+    assert databricks_resources(AgentConfig(tools=["uc:main.fx.convert"])) == []  # a rag agent calls no tools
+
+
 def test_requirements_are_pinned(index: Path) -> None:
     cfg = AgentConfig(retriever={"type": "local", "index": str(index)})
     reqs = pinned_requirements(cfg)

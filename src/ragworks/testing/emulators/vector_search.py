@@ -22,46 +22,30 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from ragworks.errors import RagworksError
 from ragworks.retrieval.local import Chunk, LocalIndex
+from ragworks.testing.emulators._workspace import ApiError, Route, WorkspaceEmulator
 
 MODES = {"ANN": "dense", "HYBRID": "hybrid", "FULL_TEXT": "bm25"}
-_ROUTES = [
-    ("GET", re.compile(r"^/api/2\.0/vector-search/endpoints/(?P<endpoint>[^/]+)$"), "endpoint"),
-    ("GET", re.compile(r"^/api/2\.0/vector-search/endpoints/[^/]+/indexes/(?P<index>[^/]+)$"), "describe"),
-    ("GET", re.compile(r"^/api/2\.0/vector-search/indexes/(?P<index>[^/]+)$"), "describe"),
-    ("GET", re.compile(r"^/api/2\.0/vector-search/indexes/(?P<index>[^/]+)/query$"), "query"),
-    ("POST", re.compile(r"^/api/2\.0/vector-search/indexes/(?P<index>[^/]+)/query$"), "query"),
-    ("POST", re.compile(r"^/api/2\.0/vector-search/indexes/(?P<index>[^/]+)/upsert-data$"), "upsert"),
-    ("DELETE", re.compile(r"^/api/2\.0/vector-search/indexes/(?P<index>[^/]+)/delete-data$"), "delete"),
-]
+_API = "/api/2\\.0/vector-search"
 
 
-class ApiError(Exception):
-    """An error reply: HTTP status, Databricks error code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request the emulator received (the Authorization header is not kept)."""
-
-    method: str
-    path: str
-    body: dict[str, Any]
-
-
-class VectorSearchEmulator:
+class VectorSearchEmulator(WorkspaceEmulator):
     """Serve `indexes` (Unity Catalog name -> LocalIndex) as Vector Search indexes on `endpoint`."""
+
+    name = "vs-emulator"
+    routes: ClassVar[list[Route]] = [
+        ("GET", re.compile(rf"^{_API}/endpoints/(?P<endpoint>[^/]+)$"), "endpoint_info"),
+        ("GET", re.compile(rf"^{_API}/endpoints/[^/]+/indexes/(?P<index>[^/]+)$"), "describe"),
+        ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)$"), "describe"),
+        ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/query$"), "query"),
+        ("POST", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/query$"), "query"),
+        ("POST", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/upsert-data$"), "upsert"),
+        ("DELETE", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/delete-data$"), "delete"),
+    ]
 
     def __init__(
         self,
@@ -71,78 +55,11 @@ class VectorSearchEmulator:
         endpoint: str = "emulator",
         self_managed: Collection[str] = (),
     ) -> None:
+        super().__init__(token=token)
         self.indexes = dict(indexes)
+        self.endpoint = endpoint
         self.self_managed = set(self_managed)
         """Indexes described with precomputed vectors (`embedding_vector_columns`): need `query_vector`."""
-        self.token = token
-        self.endpoint = endpoint
-        self.requests: list[RecordedRequest] = []
-        self._failures: list[int] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def host(self) -> str:
-        """The workspace URL to give the client (`DATABRICKS_HOST`)."""
-        if self._server is None:
-            raise RuntimeError("The emulator is not running; use it as a context manager or call start().")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def fail_next(self, status: int, times: int = 1) -> None:
-        """Answer the next `times` requests with `status` (e.g. 503, which the client retries)."""
-        with self._lock:
-            self._failures.extend([status] * times)
-
-    def start(self) -> VectorSearchEmulator:
-        """Listen on a free loopback port in a daemon thread."""
-        emulator = self
-
-        class Handler(_Handler):
-            owner = emulator
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="vs-emulator", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> VectorSearchEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def handle(
-        self, method: str, path: str, body: dict[str, Any], authorization: str | None
-    ) -> dict[str, Any]:
-        """Answer one request, or raise ApiError."""
-        with self._lock:
-            self.requests.append(RecordedRequest(method, path, body))
-            failure = self._failures.pop(0) if self._failures else None
-        if method == "GET" and path == "/.well-known/databricks-config":  # databricks-sdk's host probe
-            return {"oidc_endpoint": f"{self.host}/oidc", "workspace_id": "1"}
-        if authorization != f"Bearer {self.token}":
-            raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
-        if failure is not None:
-            raise ApiError(failure, "TEMPORARILY_UNAVAILABLE", f"Scripted failure ({failure}).")
-        for route_method, pattern, action in _ROUTES:
-            match = pattern.match(path)
-            if match and route_method == method:
-                args = match.groupdict()
-                if action == "endpoint":
-                    return self._endpoint(args["endpoint"])
-                index = self._index(args["index"])
-                return getattr(self, f"_{action}")(args["index"], index, body)
-        raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'.")
 
     def _index(self, name: str) -> LocalIndex:
         try:
@@ -150,15 +67,18 @@ class VectorSearchEmulator:
         except KeyError:
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Index '{name}' does not exist.") from None
 
-    def _endpoint(self, name: str) -> dict[str, Any]:
-        if name != self.endpoint:
-            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Vector search endpoint {name} not found.")
-        return {"name": name, "endpoint_type": "STANDARD", "endpoint_status": {"state": "ONLINE"}}
+    def endpoint_info(self, body: dict[str, Any], *, endpoint: str) -> dict[str, Any]:
+        """GET an endpoint."""
+        if endpoint != self.endpoint:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Vector search endpoint {endpoint} not found.")
+        return {"name": endpoint, "endpoint_type": "STANDARD", "endpoint_status": {"state": "ONLINE"}}
 
-    def _describe(self, name: str, index: LocalIndex, body: dict[str, Any]) -> dict[str, Any]:
-        spec: dict[str, Any] = {"schema_json": json.dumps(_schema(index))}
+    def describe(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
+        """GET an index: a Direct Access index over the LocalIndex."""
+        name, local = index, self._index(index)
+        spec: dict[str, Any] = {"schema_json": json.dumps(_schema(local))}
         if name in self.self_managed:
-            dim = len(index.embedder.encode(["x"])[0]) if index.embedder is not None else 0
+            dim = len(local.embedder.encode(["x"])[0]) if local.embedder is not None else 0
             spec["embedding_vector_columns"] = [{"name": "embedding", "embedding_dimension": dim}]
         else:
             spec["embedding_source_columns"] = [{"name": "text", "embedding_model_endpoint_name": "emulator"}]
@@ -168,14 +88,16 @@ class VectorSearchEmulator:
             "primary_key": "id",
             "index_type": "DIRECT_ACCESS",
             "direct_access_index_spec": spec,
-            "status": {"ready": True, "detailed_state": "ONLINE", "indexed_row_count": len(index)},
+            "status": {"ready": True, "detailed_state": "ONLINE", "indexed_row_count": len(local)},
         }
 
-    def _query(self, name: str, index: LocalIndex, body: dict[str, Any]) -> dict[str, Any]:
+    def query(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
+        """Query an index (GET with a JSON body, as the client sends it, or POST)."""
+        name, local = index, self._index(index)
         columns = body.get("columns")
         if not isinstance(columns, list) or not columns:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "columns must list column names.")
-        missing = [c for c in columns if c not in _schema(index)]
+        missing = [c for c in columns if c not in _schema(local)]
         if missing:
             raise ApiError(
                 400,
@@ -199,7 +121,7 @@ class VectorSearchEmulator:
         if not query.strip() and (query_type != "ANN" or not vector):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"query_text is needed for {query_type}.")
         filters = json.loads(body["filters_json"]) if body.get("filters_json") else None
-        unknown = sorted({str(key).split()[0] for key in filters or {}} - set(_schema(index)))
+        unknown = sorted({str(key).split()[0] for key in filters or {}} - set(_schema(local)))
         if unknown:
             raise ApiError(
                 400,
@@ -208,7 +130,7 @@ class VectorSearchEmulator:
             )
         try:
             mode = MODES[query_type]
-            docs = index.search(query, k=k, filters=filters, mode=mode, vector=vector)  # type: ignore[arg-type]
+            docs = local.search(query, k=k, filters=filters, mode=mode, vector=vector)  # type: ignore[arg-type]
         except RagworksError as exc:  # a filter on an unknown column, a mode the index cannot do
             raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from exc
         threshold = body.get("score_threshold")
@@ -226,7 +148,9 @@ class VectorSearchEmulator:
             "result": {"row_count": len(rows), "data_array": rows},
         }
 
-    def _upsert(self, name: str, index: LocalIndex, body: dict[str, Any]) -> dict[str, Any]:
+    def upsert(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
+        """Upsert rows (`inputs_json`: id, text and metadata columns)."""
+        local = self._index(index)
         try:
             rows = json.loads(body["inputs_json"])
             chunks = [
@@ -239,12 +163,14 @@ class VectorSearchEmulator:
             ]
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"rows need id and text: {exc}") from exc
-        index.upsert(chunks)
+        local.upsert(chunks)
         return {"status": "SUCCESS", "result": {"success_row_count": len(chunks), "failed_primary_keys": []}}
 
-    def _delete(self, name: str, index: LocalIndex, body: dict[str, Any]) -> dict[str, Any]:
+    def delete(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
+        """Delete rows by primary key."""
+        local = self._index(index)
         keys = [str(k) for k in body.get("primary_keys") or []]
-        index.delete(keys)
+        local.delete(keys)
         return {"status": "SUCCESS", "result": {"success_row_count": len(keys), "failed_primary_keys": []}}
 
 
@@ -256,38 +182,3 @@ def _schema(index: LocalIndex) -> dict[str, str]:
         for key, value in chunk.metadata.items():
             schema.setdefault(key, types.get(type(value), "string"))
     return schema
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: VectorSearchEmulator
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            path = self.path.split("?", 1)[0]
-            status, payload = 200, self.owner.handle(method, path, body, self.headers.get("Authorization"))
-        except ApiError as exc:
-            status, payload = exc.status, {"error_code": exc.code, "message": exc.message}
-        except ValueError as exc:
-            status, payload = 400, {"error_code": "MALFORMED_REQUEST", "message": f"Malformed JSON: {exc}"}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)

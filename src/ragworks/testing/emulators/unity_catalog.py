@@ -1,0 +1,187 @@
+"""A local emulator of Unity Catalog functions and the SQL Statement Execution API, on 127.0.0.1.
+
+Each function is a Python callable registered under its full name; its signature and docstring make
+its Unity Catalog description (`GET /api/2.1/unity-catalog/functions/{name}`): typed parameters,
+defaults, comments from `Annotated[..., "comment"]`, and a table return for `list[dict]` results.
+`POST /api/2.0/sql/statements` runs the one statement shape ragworks sends,
+`SELECT <fn>(a => :a, ...) AS result` or `SELECT * FROM <fn>(...)`, with typed parameters, on the
+registered warehouse; an exception in the callable is a FAILED statement, as a SQL error would be.
+
+Example:
+    >>> def add(a: int, b: int = 1) -> int:
+    ...     '''Add two integers.'''
+    ...     return a + b
+    >>> with UnityCatalogEmulator({"main.tools.add": add}, warehouse_id="wh") as uc:   # doctest: +SKIP
+    ...     WorkspaceClient(host=uc.host, token=uc.token).functions.get("main.tools.add")
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import typing
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from ragworks.testing.emulators._workspace import ApiError, Route, WorkspaceEmulator
+
+_SQL_TYPES: dict[type, tuple[str, str]] = {
+    bool: ("BOOLEAN", "boolean"),
+    int: ("LONG", "bigint"),
+    float: ("DOUBLE", "double"),
+    str: ("STRING", "string"),
+    list: ("ARRAY", "array<string>"),
+    dict: ("MAP", "map<string,string>"),
+}
+_CALL = re.compile(
+    r"^SELECT (?P<table>\* FROM )?(?P<fn>[A-Za-z0-9_.]+)\((?P<args>.*)\)(?: AS result)?$", re.S
+)
+_ARG = re.compile(r"(?P<name>\w+) => (?::(?P<plain>\w+)|from_json\(:(?P<json>\w+), '[^']*'\))")
+
+
+class UnityCatalogEmulator(WorkspaceEmulator):
+    """Serve Python callables as Unity Catalog functions, run by statements on `warehouse_id`."""
+
+    name = "uc-emulator"
+    routes: ClassVar[list[Route]] = [
+        ("GET", re.compile(r"^/api/2\.1/unity-catalog/functions/(?P<full_name>[^/]+)$"), "function_info"),
+        ("POST", re.compile(r"^/api/2\.0/sql/statements/?$"), "execute"),
+    ]
+
+    def __init__(
+        self,
+        functions: Mapping[str, Callable[..., Any]],
+        *,
+        warehouse_id: str = "emulator-warehouse",
+        token: str = "dapi-emulator",
+    ) -> None:
+        super().__init__(token=token)
+        self.functions = dict(functions)
+        self.warehouse_id = warehouse_id
+
+    def _function(self, full_name: str) -> Callable[..., Any]:
+        try:
+            return self.functions[full_name]
+        except KeyError:
+            raise ApiError(404, "FUNCTION_DOES_NOT_EXIST", f"Function '{full_name}' not found.") from None
+
+    def function_info(self, body: dict[str, Any], *, full_name: str) -> dict[str, Any]:
+        """GET a function: its FunctionInfo, from the callable's signature and docstring."""
+        fn = self._function(full_name)
+        hints = typing.get_type_hints(fn, include_extras=True)
+        parameters = []
+        for position, (name, param) in enumerate(inspect.signature(fn).parameters.items()):
+            python_type, comment = _unwrap(hints.get(name, str))
+            type_name, type_text = _SQL_TYPES.get(python_type, ("STRING", "string"))
+            info: dict[str, Any] = {
+                "name": name,
+                "position": position,
+                "type_name": type_name,
+                "type_text": type_text,
+                "parameter_mode": "IN",
+                "parameter_type": "PARAM",
+            }
+            if comment:
+                info["comment"] = comment
+            if param.default is not inspect.Parameter.empty:
+                info["parameter_default"] = json.dumps(param.default)
+            parameters.append(info)
+        returns, _ = _unwrap(hints.get("return", str))
+        catalog, schema, function = full_name.split(".")
+        return {
+            "name": function,
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "full_name": full_name,
+            "comment": inspect.getdoc(fn) or "",
+            "data_type": "TABLE_TYPE" if returns is list else _SQL_TYPES.get(returns, ("STRING", ""))[0],
+            "full_data_type": "TABLE" if returns is list else _SQL_TYPES.get(returns, ("", "string"))[1],
+            "input_params": {"parameters": parameters},
+            "routine_body": "EXTERNAL",
+            "external_language": "Python",
+        }
+
+    def execute(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a statement: run the registered function it calls, inline JSON_ARRAY result."""
+        if body.get("warehouse_id") != self.warehouse_id:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Warehouse {body.get('warehouse_id')} not found.")
+        statement_id = uuid.uuid4().hex
+        match = _CALL.match(str(body.get("statement", "")).strip())
+        if match is None:
+            return _failed(statement_id, "The emulator runs only SELECT <function>(name => :param, ...).")
+        fn = self._function(match["fn"])
+        values = {p["name"]: p for p in body.get("parameters") or []}
+        kwargs = {}
+        for arg in _ARG.finditer(match["args"]):
+            marker = arg["plain"] or arg["json"]
+            if marker not in values:
+                return _failed(statement_id, f"UNBOUND_SQL_PARAMETER: Found the unbound parameter: {marker}.")
+            kwargs[arg["name"]] = _value(values[marker], as_json=bool(arg["json"]))
+        try:
+            result = fn(**kwargs)
+        except Exception as exc:  # a SQL error in a real function
+            return _failed(statement_id, f"{type(exc).__name__}: {exc}")
+        if match["table"]:
+            rows = list(result or [])
+            columns = list(rows[0]) if rows else []
+            data = [[_text(row.get(c)) for c in columns] for row in rows]
+        else:
+            columns, data = ["result"], [[_text(result)]]
+        return {
+            "statement_id": statement_id,
+            "status": {"state": "SUCCEEDED"},
+            "manifest": {
+                "format": "JSON_ARRAY",
+                "schema": {
+                    "column_count": len(columns),
+                    "columns": [
+                        {"name": c, "position": i, "type_name": "STRING"} for i, c in enumerate(columns)
+                    ],
+                },
+                "total_row_count": len(data),
+            },
+            "result": {"chunk_index": 0, "row_offset": 0, "row_count": len(data), "data_array": data},
+        }
+
+
+def _unwrap(hint: Any) -> tuple[Any, str | None]:
+    """(Python type, comment) from a hint such as `Annotated[int, "comment"]` or `list[dict]`."""
+    comment = None
+    if typing.get_origin(hint) is typing.Annotated:
+        hint, *extras = typing.get_args(hint)
+        comment = next((e for e in extras if isinstance(e, str)), None)
+    origin = typing.get_origin(hint)
+    return (origin if origin in (list, dict) else hint), comment
+
+
+def _value(parameter: dict[str, Any], *, as_json: bool) -> Any:
+    """A statement parameter's value, typed as its SQL type says (strings on the wire)."""
+    text = parameter.get("value")
+    if text is None:
+        return None
+    if as_json:
+        return json.loads(text)
+    kind = str(parameter.get("type") or "STRING").upper()
+    if kind in ("INT", "LONG", "SHORT", "BYTE", "BIGINT"):
+        return int(text)
+    if kind in ("DOUBLE", "FLOAT", "DECIMAL"):
+        return float(text)
+    if kind == "BOOLEAN":
+        return text.lower() == "true"
+    return text
+
+
+def _text(value: Any) -> str | None:
+    """A cell as the JSON_ARRAY format sends it: text, or null."""
+    if value is None:
+        return None
+    return json.dumps(value) if isinstance(value, (bool, list, dict)) else str(value)
+
+
+def _failed(statement_id: str, message: str) -> dict[str, Any]:
+    return {
+        "statement_id": statement_id,
+        "status": {"state": "FAILED", "error": {"error_code": "BAD_REQUEST", "message": message}},
+    }
