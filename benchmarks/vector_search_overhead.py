@@ -18,21 +18,13 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-QUESTIONS = (
-    "What is ragworks?",
-    "How does hybrid search work?",
-    "How do I look at the traces of my agent?",
-    "How do I log an agent as an MLflow model?",
-    "How do I serve the agent?",
-    "Which embeddings can an index use?",
-)
+from agent_overhead import timed  # the same turn-taking timer (this folder is on sys.path)
+
 INDEX = "main.ragworks.docs"
 TOKEN = "dapi-benchmark"
-WARMUP = 20
 
 
 def main() -> None:
@@ -68,7 +60,7 @@ def main() -> None:
                 )
 
             variants: dict[str, Callable[[str], object]] = {"bare client": bare, "ragworks": ours.invoke}
-            times = _timed(variants, args.queries)
+            times = timed(variants, args.queries)
     base = statistics.median(times["bare client"])
     print(f"{args.queries} queries, k={args.k}, emulator on 127.0.0.1, {os.cpu_count()} CPUs")
     print(f"{'variant':<14} {'median ms':>10} {'p90 ms':>8} {'ratio':>7}")
@@ -81,20 +73,6 @@ def main() -> None:
         f"ragworks retriever / bare client: {(base + added) / base:.2f}x; it adds {added:.2f} ms a query "
         "(LangChain's retriever callbacks, the Documents, the merged filters)"
     )
-
-
-def _timed(variants: dict[str, Callable[[str], object]], queries: int) -> dict[str, list[float]]:
-    """Milliseconds per query for each variant, after a warm-up; the variants take turns."""
-    for i in range(WARMUP):
-        for call in variants.values():
-            call(QUESTIONS[i % len(QUESTIONS)])
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for i in range(queries):
-        for name, call in variants.items():
-            start = time.perf_counter()
-            call(QUESTIONS[i % len(QUESTIONS)])
-            times[name].append((time.perf_counter() - start) * 1000)
-    return times
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, TypeVar
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
+
+from ragworks.testing.emulators._loopback import LoopbackServer
 
 
 class ApiError(Exception):
@@ -34,60 +36,33 @@ class RecordedRequest:
 
 
 Route = tuple[str, "re.Pattern[str]", str]
-_E = TypeVar("_E", bound="WorkspaceEmulator")
 
 
-class WorkspaceEmulator:
+class WorkspaceEmulator(LoopbackServer):
     """A Databricks workspace's REST API on 127.0.0.1, in a daemon thread; a context manager."""
 
     routes: ClassVar[list[Route]] = []
-    name: ClassVar[str] = "workspace-emulator"
 
     def __init__(self, *, token: str) -> None:
+        super().__init__()
         self.token = token
         self.requests: list[RecordedRequest] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def host(self) -> str:
         """The workspace URL to give the client (`DATABRICKS_HOST`)."""
-        if self._server is None:
-            raise RuntimeError("The emulator is not running; use it as a context manager or call start().")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def fail_next(self, status: int, times: int = 1) -> None:
         """Answer the next `times` requests with `status` (e.g. 503, which clients retry)."""
         with self._lock:
             self._failures.extend([status] * times)
 
-    def start(self: _E) -> _E:
-        """Listen on a free loopback port."""
-        emulator = self
-
-        class Handler(_Handler):
-            owner = emulator
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True
-        )
-        thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self: _E) -> _E:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The handler, bound to this emulator."""
+        return type("_BoundHandler", (_Handler,), {"owner": self})
 
     def handle(
         self, method: str, path: str, body: dict[str, Any], authorization: str | None

@@ -22,8 +22,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from ragworks.testing.emulators._loopback import LoopbackServer
 
 _WORDS = re.compile(r"\S+\s*")
 
@@ -55,8 +57,10 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
-class OpenAIStub:
+class OpenAIStub(LoopbackServer):
     """A scripted OpenAI-compatible server; use it as a context manager or `start()` / `stop()`."""
+
+    thread_name = "openai-stub"
 
     def __init__(
         self,
@@ -65,13 +69,12 @@ class OpenAIStub:
         responder: Responder | None = None,
         model: str = "stub-model",
     ) -> None:
+        super().__init__()
         self.model = model
         self.responder = responder
         self.requests: list[RecordedRequest] = []
         self._queue: deque[StubReply] = deque()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.enqueue(*replies)
 
     def enqueue(self, *replies: StubReply | str) -> None:
@@ -82,33 +85,11 @@ class OpenAIStub:
     @property
     def base_url(self) -> str:
         """The `/v1` URL to give the `openai` client (OPENAI_BASE_URL)."""
-        if self._server is None:
-            raise RuntimeError("Start the stub first (use it as a context manager).")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> OpenAIStub:
-        """Serve on a free port of 127.0.0.1 in a background thread."""
-        handler = type("_Handler", (_Handler,), {"stub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-stub", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> OpenAIStub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The handler, bound to this stub's queue and records."""
+        return type("_Handler", (_Handler,), {"stub": self})
 
     def next_reply(self, body: dict[str, Any]) -> StubReply:
         """The reply to a request: the responder's, else the next queued one."""

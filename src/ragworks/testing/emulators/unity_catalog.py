@@ -44,7 +44,7 @@ _ARG = re.compile(r"(?P<name>\w+) => (?::(?P<plain>\w+)|from_json\(:(?P<json>\w+
 class UnityCatalogEmulator(WorkspaceEmulator):
     """Serve Python callables as Unity Catalog functions, run by statements on `warehouse_id`."""
 
-    name = "uc-emulator"
+    thread_name = "uc-emulator"
     routes: ClassVar[list[Route]] = [
         ("GET", re.compile(r"^/api/2\.1/unity-catalog/functions/(?P<full_name>[^/]+)$"), "function_info"),
         ("POST", re.compile(r"^/api/2\.0/sql/statements/?$"), "execute"),

@@ -36,7 +36,7 @@ _API = "/api/2\\.0/vector-search"
 class VectorSearchEmulator(WorkspaceEmulator):
     """Serve `indexes` (Unity Catalog name -> LocalIndex) as Vector Search indexes on `endpoint`."""
 
-    name = "vs-emulator"
+    thread_name = "vs-emulator"
     routes: ClassVar[list[Route]] = [
         ("GET", re.compile(rf"^{_API}/endpoints/(?P<endpoint>[^/]+)$"), "endpoint_info"),
         ("GET", re.compile(rf"^{_API}/endpoints/[^/]+/indexes/(?P<index>[^/]+)$"), "describe"),
