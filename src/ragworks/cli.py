@@ -129,18 +129,42 @@ def search(
         list[str] | None,
         typer.Option("--filter", "-f", help="Metadata filter FIELD=VALUE, FIELD=A,B, FIELD!=V, FIELD>=N."),
     ] = None,
-    mode: Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense.")] = "hybrid",
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="hybrid | bm25 | dense (default: hybrid, or the config's).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Search with the retriever an agent config names (any backend), not --index.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of results.")] = False,
 ) -> None:
-    """Search a local index and print the best chunks."""
+    """Search an index (a local folder, or the retriever of an agent config) and print the best chunks."""
     from ragworks.retrieval.filters import parse_filter_arg
-    from ragworks.retrieval.local import LocalIndex
 
-    parsed = dict(parse_filter_arg(f) for f in filters or [])
-    docs = LocalIndex.load(index).search(query, k=k, filters=parsed or None, mode=mode)  # type: ignore[arg-type]
+    parsed = dict(parse_filter_arg(f) for f in filters or []) or None
+    if config is not None:
+        from ragworks.config import AgentConfig
+        from ragworks.retrieval import get_retriever
+
+        cfg = AgentConfig.from_yaml(config)
+        if mode:  # validated like the file itself
+            cfg = AgentConfig.load(
+                {**cfg.model_dump(), "retriever": {**cfg.retriever.model_dump(), "mode": mode}}
+            )
+        # Filters only when given: not every LangChain retriever takes them.
+        extra: dict[str, Any] = {"filters": parsed} if parsed else {}
+        docs = get_retriever(cfg).invoke(query, k=k, **extra)
+    else:
+        from ragworks.retrieval.local import LocalIndex
+
+        docs = LocalIndex.load(index).search(query, k=k, filters=parsed, mode=mode or "hybrid")  # type: ignore[arg-type]
     if as_json:
         rows = [
-            {"id": d.id, "score": d.metadata["score"], "text": d.page_content, "metadata": d.metadata}
+            {"id": d.id, "score": d.metadata.get("score"), "text": d.page_content, "metadata": d.metadata}
             for d in docs
         ]
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -149,7 +173,10 @@ def search(
         typer.echo("No results.")
     for rank, doc in enumerate(docs, 1):
         where = f"{doc.metadata.get('source', '?')}#{doc.metadata.get('chunk_index', '?')}"
-        typer.echo(f"{rank}. [{doc.metadata['score']:.3f}] {where}")
+        score = doc.metadata.get("score")
+        typer.echo(
+            f"{rank}. [{score:.3f}] {where}" if isinstance(score, (int, float)) else f"{rank}. {where}"
+        )
         typer.echo("   " + " ".join(doc.page_content.split())[:300])
 
 

@@ -238,3 +238,27 @@ def test_emulated_index_takes_upserts_and_deletes_from_the_client(workspace: Vec
         assert found["result"]["data_array"][0][:2] == ["harp", "harp.md"]
         index.delete(["harp"])
         assert "harp" not in local
+
+
+def test_cli_searches_with_the_configured_retriever(workspace: VectorSearchEmulator, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragworks.cli import app
+    from ragworks.config import AgentConfig
+
+    config = tmp_path / "agent.yaml"
+    AgentConfig.load({"retriever": {"type": "databricks-vector-search", "index": INDEX}}).to_yaml(config)
+    runner = CliRunner()
+    result = runner.invoke(app, ["search", "magma crust", "--config", str(config), "-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert rows[0]["id"] == "volcano" and rows[0]["metadata"]["source"] == "geology.md"
+    assert len(rows) == 2
+    assert _queries(workspace)[-1]["query_type"] == "HYBRID"
+    filtered = runner.invoke(
+        app, ["search", "magma violin", "--config", str(config), "--mode", "bm25", "-f", "source=music.md"]
+    )
+    assert filtered.exit_code == 0 and "music.md" in filtered.output and "geology.md" not in filtered.output
+    assert _queries(workspace)[-1]["query_type"] == "FULL_TEXT"
+    bad = runner.invoke(app, ["search", "magma", "--config", str(config), "--mode", "fuzzy"])
+    assert bad.exit_code == 1 and "mode" in bad.output
