@@ -103,8 +103,34 @@ def ingest(
         int, typer.Option("--chunk-overlap", min=0, help="Characters shared by neighbouring chunks.")
     ] = 150,
     max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Skip files larger than this.")] = 50.0,
+    vector_search: Annotated[
+        str | None,
+        typer.Option(
+            "--vector-search",
+            help="Write to this Databricks Vector Search Direct Access index (catalog.schema.index), "
+            "not to --index.",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="The Vector Search endpoint of --vector-search.")
+    ] = None,
 ) -> None:
-    """Index files and folders into a local index (incremental: unchanged files are skipped)."""
+    """Index files and folders into a local index or a Vector Search index (unchanged files are skipped)."""
+    if vector_search is not None:
+        from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
+
+        report = ingest_to_vector_search(
+            paths,
+            vector_search,
+            endpoint=endpoint,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            embeddings=None if embeddings in ("auto", "none") else embeddings,
+            max_file_mb=max_file_mb,
+        )
+        typer.echo(f"Vector Search index {vector_search}: embeddings {report.embedder}")
+        typer.echo(report.summary())
+        return
     from ragworks.retrieval.ingest import ingest as run_ingest
 
     report = run_ingest(

@@ -12,6 +12,7 @@ from langchain_core.retrievers import BaseRetriever
 
 from ragworks.errors import ConfigError, RetrievalError
 from ragworks.retrieval import LocalIndex, get_retriever
+from ragworks.retrieval.local import Chunk
 from ragworks.testing.contracts import CONTRACT_CORPUS, RetrieverContract
 from ragworks.testing.emulators.vector_search import VectorSearchEmulator
 
@@ -262,3 +263,76 @@ def test_cli_searches_with_the_configured_retriever(workspace: VectorSearchEmula
     assert _queries(workspace)[-1]["query_type"] == "FULL_TEXT"
     bad = runner.invoke(app, ["search", "magma", "--config", str(config), "--mode", "fuzzy"])
     assert bad.exit_code == 1 and "mode" in bad.output
+
+
+@pytest.fixture
+def writable(workspace: VectorSearchEmulator) -> Iterator[tuple[VectorSearchEmulator, LocalIndex]]:
+    """A fresh emulated index (one seed chunk, so it has source and chunk_index columns)."""
+    local = LocalIndex(embeddings="hashing")
+    local.upsert([Chunk(id="seed", text="A seed row.", metadata={"source": "seed.md", "chunk_index": 0})])
+    with VectorSearchEmulator({"main.docs.ingest": local, "main.docs.vecs": local}, token=TOKEN) as vs:
+        vs.self_managed = {"main.docs.vecs"}
+        yield vs, local
+
+
+def test_ingest_writes_new_files_replaces_changed_ones_and_skips_the_rest(
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
+
+    vs, local = writable
+    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "harp.md").write_text("A harp has many strings plucked by hand.\n")
+    (docs / "drum.md").write_text("A drum is struck with sticks or hands.\n")
+    (docs / "blob.bin").write_bytes(b"\x00\x01")
+    first = ingest_to_vector_search([docs], "main.docs.ingest", chunk_size=200, chunk_overlap=20)
+    assert sorted(first.added) == [f"{docs.as_posix()}/drum.md", f"{docs.as_posix()}/harp.md"]
+    assert len(first.skipped) == 1 and first.chunks_total == len(local) == 3
+    harp = next(c for c in local.chunks() if c.metadata["source"].endswith("harp.md"))
+    assert harp.text.startswith("A harp") and harp.metadata["chunk_index"] == 0
+
+    vs.requests.clear()
+    again = ingest_to_vector_search([docs], "main.docs.ingest", chunk_size=200, chunk_overlap=20)
+    assert len(again.unchanged) == 2 and not again.changed
+    assert not [r for r in vs.requests if r.path.endswith(("-data",))]  # nothing written
+
+    (docs / "drum.md").write_text("A drum is a percussion instrument.\n")
+    changed = ingest_to_vector_search([docs], "main.docs.ingest", chunk_size=200, chunk_overlap=20)
+    assert changed.replaced == [f"{docs.as_posix()}/drum.md"] and len(local) == 3
+    assert "percussion" in local.search("percussion", k=1, mode="bm25")[0].page_content
+
+
+def test_ingest_embeds_chunks_for_an_index_of_precomputed_vectors(
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
+
+    vs, _ = writable
+    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
+    (tmp_path / "harp.md").write_text("A harp has many strings.\n")
+    with pytest.raises(ConfigError, match="--embeddings"):
+        ingest_to_vector_search([tmp_path], "main.docs.vecs")
+    ingest_to_vector_search([tmp_path], "main.docs.vecs", embeddings="hashing")
+    (upsert,) = [r.body for r in vs.requests if r.path.endswith("/upsert-data")]
+    (row,) = json.loads(str(upsert["inputs_json"]))
+    assert len(row["embedding"]) > 1 and row["source"].endswith("harp.md")
+
+
+def test_ingest_cli_and_an_index_without_a_source_column(
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ragworks.cli import app
+
+    vs, _ = writable
+    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
+    (tmp_path / "harp.md").write_text("A harp has many strings.\n")
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path), "--vector-search", "main.docs.ingest"])
+    assert result.exit_code == 0, result.output
+    assert "1 added" in result.output and "main.docs.ingest" in result.output
+    vs.indexes["main.docs.bare"] = LocalIndex(embeddings="hashing")  # only id and text columns
+    bare = CliRunner().invoke(app, ["ingest", str(tmp_path), "--vector-search", "main.docs.bare"])
+    assert bare.exit_code == 1 and "no column 'source'" in bare.output

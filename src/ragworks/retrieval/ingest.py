@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +121,35 @@ def ingest(
     assert isinstance(index, LocalIndex)
     show = sys.stderr.isatty() if progress is None else progress
     report = IngestReport(embedder=index.embedder_name, index_path=str(folder) if folder else None)
-    known = _known_sources(index)
+    fresh, stale = plan_ingest(
+        paths, _known_sources(index), splitter=splitter, max_file_mb=max_file_mb, show=show, report=report
+    )
+    if report.changed:
+        index.delete(stale)
+        index.upsert(fresh, show_progress=show)
+        if folder is not None:
+            index.save(folder)
+    report.chunks_written = len(fresh)
+    report.chunks_total = len(index)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def plan_ingest(
+    paths: Iterable[str | Path],
+    known: Mapping[str, tuple[str, list[str]]],
+    *,
+    splitter: RecursiveCharacterTextSplitter,
+    max_file_mb: float,
+    show: bool,
+    report: IngestReport,
+) -> tuple[list[Chunk], list[str]]:
+    """Read and chunk what changed: (the new chunks, the ids of the chunks they replace).
+
+    `known` maps each source already indexed to (its file hash, its chunk ids). A file whose hash
+    matches is not read again; with no hash on record (""), a file whose chunk ids all match is
+    unchanged. Fills `report`'s added / replaced / unchanged / skipped lists.
+    """
     fresh: list[Chunk] = []
     stale: list[str] = []
     files = list(iter_files(paths))
@@ -139,24 +167,20 @@ def ingest(
             continue
         pieces = [p for p in splitter.split_text(text) if p.strip()]
         meta = {"source": source, "file_hash": digest, "type": path.suffix.lower().lstrip(".")}
-        fresh += [
+        chunks = [
             Chunk(id=chunk_id(source, i, p), text=p, metadata={**meta, "chunk_index": i})
             for i, p in enumerate(pieces)
         ]
+        if source in known and not known[source][0] and {c.id for c in chunks} == set(known[source][1]):
+            report.unchanged.append(source)  # no hash on record, same chunks (ids are content hashes)
+            continue
+        fresh += chunks
         if source in known:
             stale += known[source][1]
             report.replaced.append(source)
         else:
             report.added.append(source)
-    if report.changed:
-        index.delete(stale)
-        index.upsert(fresh, show_progress=show)
-        if folder is not None:
-            index.save(folder)
-    report.chunks_written = len(fresh)
-    report.chunks_total = len(index)
-    report.seconds = time.perf_counter() - started
-    return report
+    return fresh, stale
 
 
 def _read_bytes(path: Path, max_file_mb: float) -> bytes:

@@ -44,6 +44,7 @@ from ragworks.retrieval.registry import register_retriever
 
 BACKEND = "databricks-vector-search"
 QUERY_TYPES: dict[SearchMode, str] = {"hybrid": "HYBRID", "dense": "ANN", "bm25": "FULL_TEXT"}
+Action = Literal["open", "describe", "query", "scan", "upsert", "delete"]
 SOURCE_COLUMNS = ("source", "doc_uri", "url", "path")
 """Columns taken as a row's source, in this order, when the config names none and the index has one."""
 
@@ -103,18 +104,18 @@ class VectorSearchRetriever(BaseRetriever):
                 **text,
             )
         except Exception as exc:
-            raise _explain(exc, self.index_name, action="query") from exc
+            raise explain_failure(exc, self.index_name, action="query") from exc
         return layout.documents(response)
 
     def _open(self) -> tuple[Any, _Layout]:
         """The client's index object and the result layout, looked up once (thread-safe)."""
         with self._lock:
             if self._index is None or self._layout is None:
-                index = _get_index(self.workspace_url, self.endpoint, self.index_name)
+                index = open_index(self.workspace_url, self.endpoint, self.index_name)
                 try:
                     description = index.describe()
                 except Exception as exc:
-                    raise _explain(exc, self.index_name, action="describe") from exc
+                    raise explain_failure(exc, self.index_name, action="describe") from exc
                 self._layout = _Layout.of(description, self)
                 if self.embeddings:
                     self._embedder = get_embedder(self.embeddings)
@@ -228,16 +229,16 @@ def _credentials(workspace_url: str | None) -> dict[str, Any]:
     return {"workspace_url": host, "personal_access_token": token}
 
 
-def _get_index(workspace_url: str | None, endpoint: str | None, index_name: str) -> Any:
+def open_index(workspace_url: str | None, endpoint: str | None, index_name: str) -> Any:
     """The client's index object (one GET of the index); errors explained."""
     client = _client_class()(**_credentials(workspace_url), disable_notice=True)
     try:
         return client.get_index(endpoint_name=endpoint, index_name=index_name)
     except Exception as exc:
-        raise _explain(exc, index_name, action="open") from exc
+        raise explain_failure(exc, index_name, action="open") from exc
 
 
-def _explain(exc: Exception, index_name: str, *, action: Literal["open", "describe", "query"]) -> Exception:
+def explain_failure(exc: Exception, index_name: str, *, action: Action) -> Exception:
     """A ragworks error for a client failure: what went wrong and what to change."""
     status = getattr(exc, "status_code", None)
     detail = str(exc).strip() or type(exc).__name__

@@ -3,7 +3,7 @@
 It speaks enough of the API for the official `databricks-vectorsearch` client (and databricks-sdk's
 host-metadata probe): describe an endpoint and an index, query (`query_text` and/or `query_vector`,
 `columns`, `num_results`, `filters_json`, `score_threshold`, `query_type` ANN / HYBRID / FULL_TEXT),
-upsert and delete rows. Each index is a Direct Access index with primary key `id`, text column `text`
+scan, upsert and delete rows. Each index is a Direct Access index with primary key `id`, text column `text`
 and one column per metadata key of its chunks. By default `text` is its embedding source (managed
 embeddings); indexes named in `self_managed` are described with precomputed vectors instead and
 need `query_vector`.
@@ -43,6 +43,8 @@ class VectorSearchEmulator(WorkspaceEmulator):
         ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)$"), "describe"),
         ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/query$"), "query"),
         ("POST", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/query$"), "query"),
+        ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/scan$"), "scan"),
+        ("POST", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/scan$"), "scan"),
         ("POST", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/upsert-data$"), "upsert"),
         ("DELETE", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/delete-data$"), "delete"),
     ]
@@ -148,6 +150,18 @@ class VectorSearchEmulator(WorkspaceEmulator):
             "result": {"row_count": len(rows), "data_array": rows},
         }
 
+    def scan(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
+        """Rows in primary-key order after `last_primary_key`, `num_results` at a time."""
+        local = self._index(index)
+        after = body.get("last_primary_key")
+        chunks = sorted((c for c in local.chunks() if after is None or c.id > after), key=lambda c: c.id)
+        page = chunks[: int(body.get("num_results") or 10)]
+        data = [
+            {"fields": [_field(k, v) for k, v in {"id": c.id, "text": c.text, **c.metadata}.items()]}
+            for c in page
+        ]
+        return {"last_primary_key": page[-1].id if page else None, "data": data}
+
     def upsert(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
         """Upsert rows (`inputs_json`: id, text and metadata columns)."""
         local = self._index(index)
@@ -157,7 +171,7 @@ class VectorSearchEmulator(WorkspaceEmulator):
                 Chunk(
                     id=str(r["id"]),
                     text=str(r["text"]),
-                    metadata={k: v for k, v in r.items() if k not in ("id", "text")},
+                    metadata={k: v for k, v in r.items() if k not in ("id", "text", "embedding")},
                 )
                 for r in rows
             ]
@@ -182,3 +196,14 @@ def _schema(index: LocalIndex) -> dict[str, str]:
         for key, value in chunk.metadata.items():
             schema.setdefault(key, types.get(type(value), "string"))
     return schema
+
+
+def _field(key: str, value: Any) -> dict[str, Any]:
+    """One scanned column, typed as the API's protobuf `Value`."""
+    if value is None:
+        return {"key": key, "value": {"null_value": None}}
+    if isinstance(value, bool):
+        return {"key": key, "value": {"bool_value": value}}
+    if isinstance(value, (int, float)):
+        return {"key": key, "value": {"number_value": value}}
+    return {"key": key, "value": {"string_value": str(value)}}
