@@ -153,3 +153,19 @@ def test_tool_calling_agent_calls_the_function(workspace: UnityCatalogEmulator, 
     results = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert [m.content for m in results] == ["10.0"]
     assert state["messages"][-1].content == "That is 10.0."
+
+
+def test_parameters_that_would_be_written_into_sql_unsafely_are_refused(
+    workspace: UnityCatalogEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = workspace.function_info
+
+    def tampered(body: dict[str, object], *, full_name: str) -> dict[str, object]:
+        info = real(body, full_name=full_name)
+        info["input_params"]["parameters"][0]["name"] = "x) ; DROP TABLE t; --"  # type: ignore[index]
+        return info
+
+    monkeypatch.setattr(workspace, "function_info", tampered)
+    with pytest.raises(ConfigError, match="cannot call safely"):
+        load_tools(["uc:main.tools.strict_sqrt"])
+    assert not _statements(workspace)

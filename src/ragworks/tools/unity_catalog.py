@@ -33,6 +33,9 @@ WAREHOUSE_ENV = "DATABRICKS_WAREHOUSE_ID"
 STATEMENT_TIMEOUT_S = 50
 """How long a call waits for its statement before cancelling it."""
 _NAME = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TYPE_TEXT = re.compile(r"^[A-Za-z0-9_<>,:() ]*$")
+"""What a parameter's name and type text may hold: both are written into the SQL text."""
 _PYTHON_TYPES: dict[str, type] = {
     "STRING": str,
     "CHAR": str,
@@ -134,6 +137,12 @@ def load_uc_function(spec: str, *, client_factory: Callable[[], Any] | None = No
     except Exception as exc:
         raise _explain(exc, full_name) from exc
     declared = sorted((info.input_params.parameters if info.input_params else None) or [], key=_position)
+    for p in declared:
+        if not _PARAM.match(p.name or "") or not _TYPE_TEXT.match(p.type_text or ""):
+            raise ConfigError(
+                f"Unity Catalog function {full_name!r} has a parameter ragworks cannot call safely "
+                f"({p.name!r}: {p.type_text!r}); wrap it in a function with plain parameter names and types."
+            )
     params = [
         {"name": p.name, "type_name": _type_name(p.type_name), "type_text": p.type_text or ""}
         for p in declared
