@@ -94,7 +94,7 @@ def test_call_sends_arguments_as_parameters_and_returns_the_value(workspace: Uni
     assert first["statement"] == (
         "SELECT main.tools.convert_currency(amount => :amount, rate => :rate) AS result"
     )
-    assert {"name": "amount", "value": "10.0", "type": "DOUBLE"} in first["parameters"]  # type: ignore[operator]
+    assert {"name": "amount", "value": "10.0", "type": "double"} in first["parameters"]  # type: ignore[operator]
     assert "rate" not in str(second["statement"])
     assert first["warehouse_id"] == WAREHOUSE
 
@@ -155,17 +155,49 @@ def test_tool_calling_agent_calls_the_function(workspace: UnityCatalogEmulator, 
     assert state["messages"][-1].content == "That is 10.0."
 
 
+@pytest.mark.parametrize("name", ["x) ; DROP TABLE t; --", "_x", "model_config"])
 def test_parameters_that_would_be_written_into_sql_unsafely_are_refused(
-    workspace: UnityCatalogEmulator, monkeypatch: pytest.MonkeyPatch
+    workspace: UnityCatalogEmulator, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     real = workspace.function_info
 
     def tampered(body: dict[str, object], *, full_name: str) -> dict[str, object]:
         info = real(body, full_name=full_name)
-        info["input_params"]["parameters"][0]["name"] = "x) ; DROP TABLE t; --"  # type: ignore[index]
+        info["input_params"]["parameters"][0]["name"] = name  # type: ignore[index]
         return info
 
     monkeypatch.setattr(workspace, "function_info", tampered)
     with pytest.raises(ConfigError, match="cannot call safely"):
         load_tools(["uc:main.tools.strict_sqrt"])
     assert not _statements(workspace)
+
+
+def test_a_slow_statement_is_polled_and_a_stuck_one_cancelled(
+    workspace: UnityCatalogEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.tools import unity_catalog
+
+    monkeypatch.setattr(unity_catalog, "POLL_S", 0.01)
+    monkeypatch.setattr(workspace, "pending_polls", 3)  # PENDING on the first reply and 2 polls
+    (tool,) = load_tools(["uc:main.tools.convert_currency"])
+    assert tool.invoke({"amount": 2}) == "4.0"
+    polls = [r for r in workspace.requests if r.method == "GET" and "/sql/statements/" in r.path]
+    assert len(polls) == 3
+    monkeypatch.setattr(workspace, "pending_polls", 10**6)
+    monkeypatch.setattr(unity_catalog, "STATEMENT_TIMEOUT_S", 0.05)
+    with pytest.raises(ToolError, match="was cancelled"):
+        tool.invoke({"amount": 2})
+    assert workspace.requests[-1].path.endswith("/cancel")
+
+
+def test_a_long_table_is_cut_and_says_so(
+    workspace: UnityCatalogEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.tools import unity_catalog
+
+    monkeypatch.setattr(unity_catalog, "MAX_ROWS", 1)
+    (orders,) = load_tools(["uc:main.tools.recent_orders"])
+    table, note = orders.invoke({"customer": "acme"}).split("\n")
+    assert json.loads(table) == [{"order": "acme-1", "total": "12.5"}] and note == "(only the first 1 rows)"
+    (posted,) = [r.body for r in workspace.requests if r.method == "POST"]
+    assert posted["row_limit"] == 2

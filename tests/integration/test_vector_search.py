@@ -10,6 +10,7 @@ import pytest
 import yaml
 from langchain_core.retrievers import BaseRetriever
 
+from ragworks.embeddings import get_embedder
 from ragworks.errors import ConfigError, RetrievalError
 from ragworks.retrieval import LocalIndex, get_retriever
 from ragworks.retrieval.local import Chunk
@@ -317,7 +318,30 @@ def test_ingest_embeds_chunks_for_an_index_of_precomputed_vectors(
     ingest_to_vector_search([tmp_path], "main.docs.vecs", embeddings="hashing")
     (upsert,) = [r.body for r in vs.requests if r.path.endswith("/upsert-data")]
     (row,) = json.loads(str(upsert["inputs_json"]))
-    assert len(row["embedding"]) > 1 and row["source"].endswith("harp.md")
+    expected = get_embedder("hashing").encode([row["text"]])[0]  # type: ignore[union-attr]
+    assert row["embedding"] == pytest.approx([float(x) for x in expected])
+    assert row["source"].endswith("harp.md")
+
+
+def test_ingest_retries_a_rate_limited_write_and_keeps_old_chunks_until_new_ones_land(
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.retrieval import vector_search_ingest
+    from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
+
+    vs, local = writable
+    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
+    monkeypatch.setattr(vector_search_ingest, "BACKOFF_S", 0.01)
+    (tmp_path / "harp.md").write_text("A harp has many strings.\n")
+    vs.fail_next(503, path_suffix="/upsert-data")  # the client itself does not retry a POST
+    report = ingest_to_vector_search([tmp_path], "main.docs.ingest")
+    assert report.added and len([r for r in vs.requests if r.path.endswith("/upsert-data")]) == 2
+
+    (tmp_path / "harp.md").write_text("A harp is plucked.\n")
+    vs.fail_next(500, path_suffix="/upsert-data")
+    with pytest.raises(RetrievalError, match="upsert failed"):
+        ingest_to_vector_search([tmp_path], "main.docs.ingest")
+    assert any("many strings" in c.text for c in local.chunks())  # the old chunk is still there
 
 
 def test_ingest_cli_and_an_index_without_a_source_column(

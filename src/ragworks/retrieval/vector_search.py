@@ -21,7 +21,7 @@ profile), never from the config file. The index is looked up once, on the first 
 key becomes each document's `id`, its embedding source column the text. Each result row becomes a
 LangChain `Document` with `metadata["source"]` and `metadata["score"]`, like the local index's.
 
-The client retries 429/503/504 itself; any other failure becomes a `RetrievalError` (or a
+The client retries queries that get 429/503/504 itself; any other failure becomes a `RetrievalError` (or a
 `ConfigError` when the index name, columns or credentials are wrong) whose message says what to fix
 and never carries the token.
 """
@@ -29,7 +29,9 @@ and never carries the token.
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
 from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -46,7 +48,10 @@ BACKEND = "databricks-vector-search"
 QUERY_TYPES: dict[SearchMode, str] = {"hybrid": "HYBRID", "dense": "ANN", "bm25": "FULL_TEXT"}
 Action = Literal["open", "describe", "query", "scan", "upsert", "delete"]
 SOURCE_COLUMNS = ("source", "doc_uri", "url", "path")
-"""Columns taken as a row's source, in this order, when the config names none and the index has one."""
+"""Columns taken as a row's source, in this order, when the config names none and the index has one
+(else the primary key is the source)."""
+TOKEN_TTL_S = 30 * 60
+"""How long a token from an expiring login (not a PAT or service principal) is used before reopening."""
 
 
 class VectorSearchRetriever(BaseRetriever):
@@ -78,6 +83,7 @@ class VectorSearchRetriever(BaseRetriever):
     _layout: Any = PrivateAttr(default=None)  # _Layout, once the index is described
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
     _embedder: Any = PrivateAttr(default=None)  # Embedder, with `embeddings`
+    _valid_until: float = PrivateAttr(default=0.0)
 
     def _get_relevant_documents(
         self,
@@ -108,10 +114,10 @@ class VectorSearchRetriever(BaseRetriever):
         return layout.documents(response)
 
     def _open(self) -> tuple[Any, _Layout]:
-        """The client's index object and the result layout, looked up once (thread-safe)."""
+        """The client's index object and the result layout: looked up once, again before a token expires."""
         with self._lock:
-            if self._index is None or self._layout is None:
-                index = open_index(self.workspace_url, self.endpoint, self.index_name)
+            if self._index is None or self._layout is None or time.monotonic() > self._valid_until:
+                index, self._valid_until = open_index(self.workspace_url, self.endpoint, self.index_name)
                 try:
                     description = index.describe()
                 except Exception as exc:
@@ -173,11 +179,15 @@ class _Layout:
 
 
 def _schema(spec: dict[str, Any]) -> set[str]:
-    """Column names from a direct access index's `schema_json` (empty for a delta sync index)."""
+    """Column names: a Direct Access index's `schema_json`, a Delta Sync index's `columns_to_sync`.
+
+    Empty when a Delta Sync index syncs every column of its table (then name `source_column`).
+    """
     try:
-        return set(json.loads(spec.get("schema_json") or "{}"))
+        columns = set(json.loads(spec.get("schema_json") or "{}"))
     except (TypeError, ValueError):
-        return set()
+        columns = set()
+    return columns | {str(c) for c in spec.get("columns_to_sync") or []}
 
 
 def _client_class() -> Any:
@@ -199,8 +209,13 @@ def _client_class() -> Any:
         ) from None
 
 
-def _credentials(workspace_url: str | None) -> dict[str, Any]:
-    """Client keyword arguments from databricks-sdk's unified auth (environment, profile)."""
+def _credentials(workspace_url: str | None) -> tuple[dict[str, Any], bool]:
+    """Client keyword arguments from databricks-sdk's unified auth, and whether they stay valid.
+
+    A PAT or a service principal (whose tokens the client mints and refreshes itself) stays valid;
+    any other login (OAuth user, Azure, CLI, Model Serving) yields a token that expires, so the
+    index is opened again before that (`TOKEN_TTL_S`).
+    """
     try:
         from databricks.sdk.core import Config
     except ImportError:
@@ -210,13 +225,15 @@ def _credentials(workspace_url: str | None) -> dict[str, Any]:
     try:
         config = Config(host=workspace_url) if workspace_url else Config()
         host = (config.host or "").rstrip("/")
-        if config.client_id and config.client_secret:  # the client mints and refreshes its own tokens
-            return {
+        if config.client_id and config.client_secret:
+            credentials = {
                 "workspace_url": host,
                 "service_principal_client_id": config.client_id,
                 "service_principal_client_secret": config.client_secret,
             }
+            return credentials, True
         token = config.authenticate().get("Authorization", "").removeprefix("Bearer ")
+        static = config.auth_type == "pat"
     except Exception as exc:  # the SDK's errors carry its own advice, never the secret
         raise ConfigError(
             f"Databricks authentication is not configured for {BACKEND} ({exc}); set DATABRICKS_HOST and "
@@ -226,26 +243,32 @@ def _credentials(workspace_url: str | None) -> dict[str, Any]:
         raise ConfigError(
             f"{BACKEND} needs a Databricks workspace and token: set DATABRICKS_HOST and DATABRICKS_TOKEN."
         )
-    return {"workspace_url": host, "personal_access_token": token}
+    return {"workspace_url": host, "personal_access_token": token}, static
 
 
-def open_index(workspace_url: str | None, endpoint: str | None, index_name: str) -> Any:
-    """The client's index object (one GET of the index); errors explained."""
-    client = _client_class()(**_credentials(workspace_url), disable_notice=True)
+def open_index(
+    workspace_url: str | None, endpoint: str | None, index_name: str, *, setting: str = "retriever.index"
+) -> tuple[Any, float]:
+    """The client's index object (one GET of the index) and until when (monotonic) its token is valid."""
+    credentials, static = _credentials(workspace_url)
+    client = _client_class()(**credentials, disable_notice=True)
     try:
-        return client.get_index(endpoint_name=endpoint, index_name=index_name)
+        index = client.get_index(endpoint_name=endpoint, index_name=index_name)
     except Exception as exc:
-        raise explain_failure(exc, index_name, action="open") from exc
+        raise explain_failure(exc, index_name, action="open", setting=setting) from exc
+    return index, (float("inf") if static else time.monotonic() + TOKEN_TTL_S)
 
 
-def explain_failure(exc: Exception, index_name: str, *, action: Action) -> Exception:
-    """A ragworks error for a client failure: what went wrong and what to change."""
-    status = getattr(exc, "status_code", None)
+def explain_failure(
+    exc: Exception, index_name: str, *, action: Action, setting: str = "retriever.index"
+) -> Exception:
+    """A ragworks error for a client failure: what went wrong and what to change (`setting` names it)."""
+    status = status_of(exc)
     detail = str(exc).strip() or type(exc).__name__
     if status == 404:
         return ConfigError(
-            f"Vector Search index {index_name!r} was not found ({detail}). Check retriever.index "
-            "(catalog.schema.index), retriever.endpoint and DATABRICKS_HOST."
+            f"Vector Search index {index_name!r} was not found ({detail}). Check {setting} "
+            "(catalog.schema.index), the endpoint and DATABRICKS_HOST."
         )
     if status in (401, 403):
         return ConfigError(
@@ -253,11 +276,21 @@ def explain_failure(exc: Exception, index_name: str, *, action: Action) -> Excep
             "Check DATABRICKS_TOKEN, or the service principal's permissions on the index."
         )
     if status == 400:
+        what = "columns, filters and mode" if action == "query" else "columns and vectors"
         return ConfigError(
-            f"Vector Search rejected the {action} on {index_name!r}: {detail}. Check the retriever's "
-            "columns, filters and mode for this index."
+            f"Vector Search rejected the {action} on {index_name!r}: {detail}. Check the {what} "
+            "against this index's schema."
         )
     return RetrievalError(f"Vector Search {action} failed for {index_name!r}: {detail}", backend=BACKEND)
+
+
+def status_of(exc: Exception) -> int | None:
+    """The HTTP status of a client error: its `status_code`, or (older clients) from its message."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    match = re.search(r"status_code (\d{3})", str(exc))
+    return int(match.group(1)) if match else None
 
 
 @register_retriever(BACKEND)

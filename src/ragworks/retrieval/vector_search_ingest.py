@@ -3,23 +3,27 @@
     ragworks ingest docs/ --vector-search main.docs.chunks_index [--endpoint EP] [--embeddings minilm]
 
 Files are read and chunked exactly as for a local index (content-hash chunk ids), then written with the
-official client: `upsert` for new and changed files' chunks, `delete` for the chunks they replace. What
-the index already holds is read once with `scan` (primary key and `source` only), so re-ingesting an
-unchanged folder writes nothing. Each row carries the primary key, the text, `source`, and whichever
-of `chunk_index`, `file_hash` and `type` the index's schema has. An index with managed embeddings
-embeds the text itself; one of precomputed vectors needs `embeddings` (ragworks' embedder, as the
+official client: `upsert` for new and changed files' chunks, then `delete` for the chunks they
+replaced, so a failed run leaves old chunks rather than none. What the index holds is read once
+with `scan` (whole rows, a page at a time); when the index has a `file_hash` column, unchanged files
+are not even re-read. Each row carries the primary key, the text, `source`, and whichever of
+`chunk_index`, `file_hash` and `type` the index's schema has. An index with managed embeddings embeds
+the text itself; one of precomputed vectors needs `embeddings` (ragworks' embedder, as the
 retriever's `options.embeddings`), and each chunk's vector is computed here.
 
-A Delta Sync index is filled from its source table, so it cannot be written here: that is a
-`ConfigError` saying so.
+Writes are POSTs, which the client does not retry: a 429/503/504 is retried here (`RETRIES`, with
+backoff), and a reply that reports failed keys is a `RetrievalError` naming them. A Delta Sync index is
+filled from its source table, so it cannot be written here: that is a `ConfigError` saying so.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,17 @@ from ragworks.embeddings import get_embedder
 from ragworks.errors import ConfigError, RetrievalError
 from ragworks.retrieval.ingest import IngestReport, make_splitter, plan_ingest
 from ragworks.retrieval.local import Chunk
-from ragworks.retrieval.vector_search import Action, explain_failure, open_index
+from ragworks.retrieval.vector_search import BACKEND, Action, explain_failure, open_index, status_of
+
+logger = logging.getLogger(__name__)
 
 BATCH = 256
 """Rows per upsert, delete or scan request."""
+RETRIES = 3
+BACKOFF_S = 0.5
+RETRY_STATUSES = frozenset({429, 503, 504})
+SETTING = "--vector-search"
+"""What error messages tell the user to check."""
 OPTIONAL_COLUMNS = ("chunk_index", "file_hash", "type")
 
 
@@ -52,26 +63,31 @@ def ingest_to_vector_search(
     """Load, chunk and write files and folders to a Direct Access index; what happened to each file."""
     started = time.perf_counter()
     splitter = make_splitter(chunk_size, chunk_overlap)
-    index = open_index(None, endpoint, index_name)
+    index, _ = open_index(None, endpoint, index_name, setting=SETTING)
     layout = _WriteLayout.of(_describe(index, index_name), index_name, embeddings, text_column)
     show = sys.stderr.isatty() if progress is None else progress
-    report = IngestReport(embedder=embeddings or "managed by the index", index_path=index_name)
+    if embeddings and layout.embedder is None:
+        logger.warning(
+            "Index %s embeds its text itself; --embeddings %s is not used.", index_name, embeddings
+        )
+    label = embeddings if embeddings and layout.embedder is not None else "managed by the index"
+    report = IngestReport(embedder=label, index_path=index_name)
     known = _known_sources(index, index_name, layout.primary_key)
     fresh, stale = plan_ingest(
         paths, known, splitter=splitter, max_file_mb=max_file_mb, show=show, report=report
     )
+    kept = {c.id for c in fresh}  # a chunk id that survives the change is not deleted
+    removed = set(stale) - kept
     if report.changed:
-        for batch in _batches(stale):
-            with _explained(index_name, "delete"):
-                index.delete(batch)
         rows = layout.rows(fresh)
         with tqdm(total=len(fresh), desc="Upserting", unit="chunk", disable=not show) as bar:
             for batch in _batches(rows):
-                with _explained(index_name, "upsert"):
-                    index.upsert(batch)
+                _write(index_name, "upsert", functools.partial(index.upsert, batch))
                 bar.update(len(batch))
+        for batch in _batches(sorted(removed)):
+            _write(index_name, "delete", functools.partial(index.delete, batch))
     report.chunks_written = len(fresh)
-    report.chunks_total = sum(len(ids) for _, ids in known.values()) - len(stale) + len(fresh)
+    report.chunks_total = sum(len(ids) for _, ids in known.values()) - len(removed) + len(kept - set(stale))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -118,6 +134,15 @@ class _WriteLayout:
                 f"Vector Search index {index_name!r} holds precomputed vectors ({vector!r}): pass the "
                 "embedder that makes them (--embeddings minilm or hashing)."
             )
+        if vector and embeddings:
+            expected = next(int(c.get("embedding_dimension") or 0) for c in spec["embedding_vector_columns"])
+            embedder = get_embedder(embeddings)
+            made = len(embedder.encode(["x"])[0]) if embedder is not None else 0
+            if expected and made != expected:
+                raise ConfigError(
+                    f"Vector Search index {index_name!r} stores {expected}-dimensional vectors, but "
+                    f"--embeddings {embeddings} makes {made}: use the embedder the index was built for."
+                )
         return cls(
             primary_key=description["primary_key"],
             text=text,
@@ -147,7 +172,7 @@ def _describe(index: Any, index_name: str) -> dict[str, Any]:
 
 
 def _known_sources(index: Any, index_name: str, primary_key: str) -> dict[str, tuple[str, list[str]]]:
-    """source -> ("", chunk ids) for every row the index holds, read with `scan`."""
+    """source -> (file hash or "", chunk ids) for every row the index holds, read with `scan`."""
     known: dict[str, tuple[str, list[str]]] = {}
     last: str | None = None
     while True:
@@ -155,7 +180,8 @@ def _known_sources(index: Any, index_name: str, primary_key: str) -> dict[str, t
             page = index.scan(num_results=BATCH, last_primary_key=last)
         rows = [_fields(item) for item in page.get("data") or []]
         for row in rows:
-            known.setdefault(str(row.get("source", "")), ("", []))[1].append(str(row[primary_key]))
+            entry = known.setdefault(str(row.get("source", "")), (str(row.get("file_hash") or ""), []))
+            entry[1].append(str(row[primary_key]))
         last = page.get("last_primary_key")
         if not rows or not last:
             return known
@@ -175,6 +201,30 @@ def _batches(items: Sequence[Any]) -> Iterator[list[Any]]:
         yield list(items[start : start + BATCH])
 
 
+def _write(index_name: str, action: Action, call: Callable[[], Any]) -> None:
+    """One upsert or delete: retried on 429/503/504, and a reply with failed keys is an error."""
+    for attempt in range(RETRIES + 1):
+        try:
+            with _explained(index_name, action):
+                reply = call()
+            break
+        except RetrievalError as exc:
+            cause = exc.__cause__
+            status = status_of(cause) if isinstance(cause, Exception) else None
+            if attempt == RETRIES or status is None or status not in RETRY_STATUSES:
+                raise
+            time.sleep(BACKOFF_S * 2**attempt)
+    result = reply.get("result") if isinstance(reply, dict) else None
+    failed = (result or {}).get("failed_primary_keys") or []
+    if (isinstance(reply, dict) and reply.get("status") not in (None, "SUCCESS")) or failed:
+        shown = ", ".join(map(str, failed[:10])) + (" ..." if len(failed) > 10 else "")
+        raise RetrievalError(
+            f"Vector Search {action} on {index_name!r} reported {reply.get('status')}; failed keys: "
+            f"{shown or 'not given'}. Run the ingest again: it writes only what is missing.",
+            backend=BACKEND,
+        )
+
+
 @contextmanager
 def _explained(index_name: str, action: Action) -> Iterator[None]:
     """A client failure inside the block becomes an error that says what to fix, as the retriever's do."""
@@ -183,4 +233,4 @@ def _explained(index_name: str, action: Action) -> Iterator[None]:
     except (ConfigError, RetrievalError):
         raise
     except Exception as exc:
-        raise explain_failure(exc, index_name, action=action) from exc
+        raise explain_failure(exc, index_name, action=action, setting=SETTING) from exc

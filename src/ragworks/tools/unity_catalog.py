@@ -7,8 +7,10 @@ tool names allow no dots), its description (the function's comment) and a pydant
 (one field per parameter, typed from its SQL type, described by its comment, optional when it has a
 default). A call runs `SELECT <function>(:a, :b)` (or `SELECT * FROM <function>(...)` for a table
 function) on the SQL warehouse named by `DATABRICKS_WAREHOUSE_ID`, with the arguments as statement
-parameters, never spliced into the SQL text. A scalar result comes back as its text; a table as JSON
-rows. A failed statement is a `ToolError`, which the agent shows the model as the tool's answer.
+parameters typed with their full SQL type, never spliced into the SQL text. A scalar result comes back
+as its text; a table as JSON rows (at most `MAX_ROWS`; the answer says when rows were cut). A failed
+statement, or one still running after `STATEMENT_TIMEOUT_S` (then cancelled), is a `ToolError`,
+which the agent shows the model as the tool's answer.
 
 Workspace and credentials come from databricks-sdk's unified auth (`DATABRICKS_HOST` +
 `DATABRICKS_TOKEN`, a service principal, or a profile).
@@ -30,10 +32,13 @@ from ragworks.errors import ConfigError, ToolError
 
 PREFIX = "uc:"
 WAREHOUSE_ENV = "DATABRICKS_WAREHOUSE_ID"
-STATEMENT_TIMEOUT_S = 50
-"""How long a call waits for its statement before cancelling it."""
+STATEMENT_TIMEOUT_S: float = 50
+"""How long a call waits for its statement, all told, before cancelling it."""
+POLL_S = 0.5
+MAX_ROWS = 100
+"""Rows of a table function's result given to the model; more are cut, and the answer says so."""
 _NAME = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
-_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAM = re.compile(r"^(?!model_)[A-Za-z][A-Za-z0-9_]*$")  # pydantic reserves _x and model_x
 _TYPE_TEXT = re.compile(r"^[A-Za-z0-9_<>,:() ]*$")
 """What a parameter's name and type text may hold: both are written into the SQL text."""
 _PYTHON_TYPES: dict[str, type] = {
@@ -87,24 +92,27 @@ class UCFunctionTool(BaseTool):
             else:
                 markers.append(f"{name} => :{name}")
                 text = json.dumps(value) if isinstance(value, bool) else str(value)
-                parameters.append(StatementParameterListItem(name=name, value=text, type=type_name))
+                # The full type (DECIMAL(10,2), not DECIMAL = DECIMAL(10,0)) so values are not rounded.
+                sql_type = param["type_text"] or type_name
+                parameters.append(StatementParameterListItem(name=name, value=text, type=sql_type))
         call = f"{self.function}({', '.join(markers)})"
         statement = f"SELECT * FROM {call}" if self.returns_table else f"SELECT {call} AS result"
+        deadline = time.monotonic() + STATEMENT_TIMEOUT_S
         try:
             response = self.client.statement_execution.execute_statement(
                 statement=statement,
                 warehouse_id=self.warehouse_id,
                 parameters=parameters,
-                wait_timeout="30s",
+                wait_timeout=f"{min(30, max(5, int(STATEMENT_TIMEOUT_S)))}s",  # the API allows 5-50 s
                 format=Format.JSON_ARRAY,
                 disposition=Disposition.INLINE,
+                row_limit=MAX_ROWS + 1 if self.returns_table else None,
             )
-            deadline = time.monotonic() + STATEMENT_TIMEOUT_S
             while response.status.state in (StatementState.PENDING, StatementState.RUNNING):
                 if time.monotonic() > deadline:
                     self.client.statement_execution.cancel_execution(response.statement_id)
                     raise ToolError(f"{self.function} took over {STATEMENT_TIMEOUT_S} s and was cancelled.")
-                time.sleep(0.5)
+                time.sleep(POLL_S)
                 response = self.client.statement_execution.get_statement(response.statement_id)
         except ToolError:
             raise
@@ -118,7 +126,9 @@ class UCFunctionTool(BaseTool):
         if not self.returns_table:
             return "" if not rows or rows[0][0] is None else str(rows[0][0])
         columns = [c.name for c in response.manifest.schema.columns or []] if response.manifest else []
-        return json.dumps([dict(zip(columns, row, strict=False)) for row in rows])
+        table = json.dumps([dict(zip(columns, row, strict=False)) for row in rows[:MAX_ROWS]])
+        truncated = len(rows) > MAX_ROWS or bool(response.manifest and response.manifest.truncated)
+        return f"{table}\n(only the first {MAX_ROWS} rows)" if truncated else table
 
 
 def load_uc_function(spec: str, *, client_factory: Callable[[], Any] | None = None) -> UCFunctionTool:

@@ -47,7 +47,7 @@ class WorkspaceEmulator(LoopbackServer):
         super().__init__()
         self.token = token
         self.requests: list[RecordedRequest] = []
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, str]] = []
         self._lock = threading.Lock()
 
     @property
@@ -55,10 +55,10 @@ class WorkspaceEmulator(LoopbackServer):
         """The workspace URL to give the client (`DATABRICKS_HOST`)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def fail_next(self, status: int, times: int = 1) -> None:
-        """Answer the next `times` requests with `status` (e.g. 503, which clients retry)."""
+    def fail_next(self, status: int, times: int = 1, *, path_suffix: str = "") -> None:
+        """Answer the next `times` API requests (whose path ends with `path_suffix`) with `status`."""
         with self._lock:
-            self._failures.extend([status] * times)
+            self._failures.extend([(status, path_suffix)] * times)
 
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
         """The handler, bound to this emulator."""
@@ -70,13 +70,16 @@ class WorkspaceEmulator(LoopbackServer):
         """Answer one request, or raise ApiError."""
         with self._lock:
             self.requests.append(RecordedRequest(method, path, body))
-            failure = self._failures.pop(0) if self._failures else None
         if method == "GET" and path == "/.well-known/databricks-config":  # databricks-sdk's host probe
             return {"oidc_endpoint": f"{self.host}/oidc", "workspace_id": "1"}
         if authorization != f"Bearer {self.token}":
             raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+        with self._lock:  # a scripted failure is spent only on a request that reached the API
+            failure = next((f for f in self._failures if path.endswith(f[1])), None)
+            if failure is not None:
+                self._failures.remove(failure)
         if failure is not None:
-            raise ApiError(failure, "TEMPORARILY_UNAVAILABLE", f"Scripted failure ({failure}).")
+            raise ApiError(failure[0], "TEMPORARILY_UNAVAILABLE", f"Scripted failure ({failure[0]}).")
         for route_method, pattern, handler in self.routes:
             match = pattern.match(path)
             if match and route_method == method:

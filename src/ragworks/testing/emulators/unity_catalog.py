@@ -6,6 +6,8 @@ defaults, comments from `Annotated[..., "comment"]`, and a table return for `lis
 `POST /api/2.0/sql/statements` runs the one statement shape ragworks sends,
 `SELECT <fn>(a => :a, ...) AS result` or `SELECT * FROM <fn>(...)`, with typed parameters, on the
 registered warehouse; an exception in the callable is a FAILED statement, as a SQL error would be.
+With `pending_polls`, statements first answer PENDING, to be polled (`GET .../statements/{id}`) or
+cancelled (`POST .../cancel`).
 
 Example:
     >>> def add(a: int, b: int = 1) -> int:
@@ -48,6 +50,8 @@ class UnityCatalogEmulator(WorkspaceEmulator):
     routes: ClassVar[list[Route]] = [
         ("GET", re.compile(r"^/api/2\.1/unity-catalog/functions/(?P<full_name>[^/]+)$"), "function_info"),
         ("POST", re.compile(r"^/api/2\.0/sql/statements/?$"), "execute"),
+        ("GET", re.compile(r"^/api/2\.0/sql/statements/(?P<statement_id>[^/]+)$"), "poll"),
+        ("POST", re.compile(r"^/api/2\.0/sql/statements/(?P<statement_id>[^/]+)/cancel$"), "cancel"),
     ]
 
     def __init__(
@@ -56,10 +60,14 @@ class UnityCatalogEmulator(WorkspaceEmulator):
         *,
         warehouse_id: str = "emulator-warehouse",
         token: str = "dapi-emulator",
+        pending_polls: int = 0,
     ) -> None:
         super().__init__(token=token)
         self.functions = dict(functions)
         self.warehouse_id = warehouse_id
+        self.pending_polls = pending_polls
+        """Statements answer PENDING this many times (first reply and polls) before their result."""
+        self._running: dict[str, tuple[int, dict[str, Any]]] = {}
 
     def _function(self, full_name: str) -> Callable[..., Any]:
         try:
@@ -104,7 +112,33 @@ class UnityCatalogEmulator(WorkspaceEmulator):
         }
 
     def execute(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST a statement: run the registered function it calls, inline JSON_ARRAY result."""
+        """POST a statement: its result, or PENDING first when `pending_polls` says so."""
+        reply = self._run(body)
+        if self.pending_polls <= 0:
+            return reply
+        with self._lock:
+            self._running[reply["statement_id"]] = (self.pending_polls - 1, reply)
+        return {"statement_id": reply["statement_id"], "status": {"state": "PENDING"}}
+
+    def poll(self, body: dict[str, Any], *, statement_id: str) -> dict[str, Any]:
+        """GET a statement: PENDING until its polls run out, then its result."""
+        with self._lock:
+            if statement_id not in self._running:
+                raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} not found.")
+            left, reply = self._running[statement_id]
+            if left > 0 and reply["status"]["state"] != "CANCELED":
+                self._running[statement_id] = (left - 1, reply)
+                return {"statement_id": statement_id, "status": {"state": "PENDING"}}
+        return reply
+
+    def cancel(self, body: dict[str, Any], *, statement_id: str) -> dict[str, Any]:
+        """POST a cancel: the statement ends CANCELED."""
+        with self._lock:
+            self._running[statement_id] = (0, {"statement_id": statement_id, "status": {"state": "CANCELED"}})
+        return {}
+
+    def _run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Run the registered function a statement calls; an inline JSON_ARRAY result."""
         if body.get("warehouse_id") != self.warehouse_id:
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Warehouse {body.get('warehouse_id')} not found.")
         statement_id = uuid.uuid4().hex
@@ -123,8 +157,12 @@ class UnityCatalogEmulator(WorkspaceEmulator):
             result = fn(**kwargs)
         except Exception as exc:  # a SQL error in a real function
             return _failed(statement_id, f"{type(exc).__name__}: {exc}")
+        truncated = False
         if match["table"]:
             rows = list(result or [])
+            limit = body.get("row_limit")
+            if isinstance(limit, int) and len(rows) > limit:
+                rows, truncated = rows[:limit], True
             columns = list(rows[0]) if rows else []
             data = [[_text(row.get(c)) for c in columns] for row in rows]
         else:
@@ -141,6 +179,7 @@ class UnityCatalogEmulator(WorkspaceEmulator):
                     ],
                 },
                 "total_row_count": len(data),
+                "truncated": truncated,
             },
             "result": {"chunk_index": 0, "row_offset": 0, "row_count": len(data), "data_array": data},
         }
@@ -166,7 +205,7 @@ def _value(parameter: dict[str, Any], *, as_json: bool) -> Any:
     kind = str(parameter.get("type") or "STRING").upper()
     if kind in ("INT", "LONG", "SHORT", "BYTE", "BIGINT"):
         return int(text)
-    if kind in ("DOUBLE", "FLOAT", "DECIMAL"):
+    if kind.startswith(("DOUBLE", "FLOAT", "DECIMAL")):
         return float(text)
     if kind == "BOOLEAN":
         return text.lower() == "true"

@@ -75,12 +75,18 @@ class VectorSearchEmulator(WorkspaceEmulator):
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Vector search endpoint {endpoint} not found.")
         return {"name": endpoint, "endpoint_type": "STANDARD", "endpoint_status": {"state": "ONLINE"}}
 
+    def _dimension(self, name: str, local: LocalIndex) -> int:
+        """The vector size a self-managed index stores (0 for managed embeddings)."""
+        if name not in self.self_managed or local.embedder is None:
+            return 0
+        return len(local.embedder.encode(["x"])[0])
+
     def describe(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
         """GET an index: a Direct Access index over the LocalIndex."""
         name, local = index, self._index(index)
         spec: dict[str, Any] = {"schema_json": json.dumps(_schema(local))}
         if name in self.self_managed:
-            dim = len(local.embedder.encode(["x"])[0]) if local.embedder is not None else 0
+            dim = self._dimension(name, local)
             spec["embedding_vector_columns"] = [{"name": "embedding", "embedding_dimension": dim}]
         else:
             spec["embedding_source_columns"] = [{"name": "text", "embedding_model_endpoint_name": "emulator"}]
@@ -165,6 +171,7 @@ class VectorSearchEmulator(WorkspaceEmulator):
     def upsert(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
         """Upsert rows (`inputs_json`: id, text and metadata columns)."""
         local = self._index(index)
+        dim = self._dimension(index, local)
         try:
             rows = json.loads(body["inputs_json"])
             chunks = [
@@ -177,6 +184,11 @@ class VectorSearchEmulator(WorkspaceEmulator):
             ]
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"rows need id and text: {exc}") from exc
+        bad = [r.get("id") for r in rows if dim and len(r.get("embedding") or []) != dim]
+        if bad:
+            raise ApiError(
+                400, "INVALID_PARAMETER_VALUE", f"Rows {bad[:5]} need a {dim}-dimensional embedding."
+            )
         local.upsert(chunks)
         return {"status": "SUCCESS", "result": {"success_row_count": len(chunks), "failed_primary_keys": []}}
 
