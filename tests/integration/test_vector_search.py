@@ -360,3 +360,14 @@ def test_ingest_cli_and_an_index_without_a_source_column(
     vs.indexes["main.docs.bare"] = LocalIndex(embeddings="hashing")  # only id and text columns
     bare = CliRunner().invoke(app, ["ingest", str(tmp_path), "--vector-search", "main.docs.bare"])
     assert bare.exit_code == 1 and "no column 'source'" in bare.output
+
+
+def test_errors_of_older_clients_are_explained_from_their_message() -> None:
+    from ragworks.retrieval.vector_search import explain_failure
+
+    old_style = Exception("Response content b'{\"error_code\":\"NOT_FOUND\"}', status_code 404")
+    assert isinstance(explain_failure(old_style, INDEX, action="query"), ConfigError)
+    error = explain_failure(Exception("status_code 503"), INDEX, action="upsert", setting="--vector-search")
+    assert isinstance(error, RetrievalError) and "upsert failed" in str(error)
+    missing = explain_failure(Exception("status_code 404"), INDEX, action="scan", setting="--vector-search")
+    assert "Check --vector-search" in str(missing)
