@@ -201,3 +201,20 @@ def test_a_long_table_is_cut_and_says_so(
     assert json.loads(table) == [{"order": "acme-1", "total": "12.5"}] and note == "(only the first 1 rows)"
     (posted,) = [r.body for r in workspace.requests if r.method == "POST"]
     assert posted["row_limit"] == 2
+
+
+def test_the_deadline_counts_the_time_the_statement_took_to_submit(
+    workspace: UnityCatalogEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.tools import unity_catalog
+
+    monkeypatch.setattr(unity_catalog, "POLL_S", 0.05)
+    monkeypatch.setattr(unity_catalog, "STATEMENT_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(workspace, "pending_polls", 10**6)
+    monkeypatch.setattr(workspace, "execute_delay_s", 0.28)  # most of the deadline goes on submitting
+    (tool,) = load_tools(["uc:main.tools.convert_currency"])
+    with pytest.raises(ToolError, match="was cancelled"):
+        tool.invoke({"amount": 2})
+    polls = [r for r in workspace.requests if r.method == "GET" and "/sql/statements/" in r.path]
+    assert len(polls) <= 1  # a deadline started after the submit would allow about 6
+    assert _statements(workspace)[0]["wait_timeout"] == "0s"  # never longer than the deadline

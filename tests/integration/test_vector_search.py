@@ -270,7 +270,8 @@ def test_cli_searches_with_the_configured_retriever(workspace: VectorSearchEmula
 def writable(workspace: VectorSearchEmulator) -> Iterator[tuple[VectorSearchEmulator, LocalIndex]]:
     """A fresh emulated index (one seed chunk, so it has source and chunk_index columns)."""
     local = LocalIndex(embeddings="hashing")
-    local.upsert([Chunk(id="seed", text="A seed row.", metadata={"source": "seed.md", "chunk_index": 0})])
+    seed = {"source": "seed.md", "chunk_index": 0, "file_hash": "0" * 64}  # the columns ingest writes
+    local.upsert([Chunk(id="seed", text="A seed row.", metadata=seed)])
     with VectorSearchEmulator({"main.docs.ingest": local, "main.docs.vecs": local}, token=TOKEN) as vs:
         vs.self_managed = {"main.docs.vecs"}
         yield vs, local
@@ -365,9 +366,78 @@ def test_ingest_cli_and_an_index_without_a_source_column(
 def test_errors_of_older_clients_are_explained_from_their_message() -> None:
     from ragworks.retrieval.vector_search import explain_failure
 
-    old_style = Exception("Response content b'{\"error_code\":\"NOT_FOUND\"}', status_code 404")
+    old_style = Exception('Response content b\'{"error_code":"NOT_FOUND"}\', status_code 404')
     assert isinstance(explain_failure(old_style, INDEX, action="query"), ConfigError)
     error = explain_failure(Exception("status_code 503"), INDEX, action="upsert", setting="--vector-search")
     assert isinstance(error, RetrievalError) and "upsert failed" in str(error)
     missing = explain_failure(Exception("status_code 404"), INDEX, action="scan", setting="--vector-search")
     assert "Check --vector-search" in str(missing)
+
+
+def test_a_rerun_after_a_half_failed_ingest_leaves_no_old_chunks(
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
+
+    vs, local = writable
+    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
+    harp = tmp_path / "harp.md"
+    harp.write_text("A harp has many strings.\n")
+    ingest_to_vector_search([tmp_path], "main.docs.ingest")
+    assert ingest_to_vector_search([tmp_path], "main.docs.ingest").unchanged  # by its file hash
+
+    harp.write_text("A harp is plucked.\n")
+    vs.fail_next(500, path_suffix="/delete-data")  # the new chunk lands, the old one stays
+    with pytest.raises(RetrievalError, match="delete failed"):
+        ingest_to_vector_search([tmp_path], "main.docs.ingest")
+    rerun = ingest_to_vector_search([tmp_path], "main.docs.ingest")
+    assert rerun.replaced == [harp.as_posix()]
+    texts = [c.text for c in local.chunks() if c.metadata["source"] == harp.as_posix()]
+    assert texts == ["A harp is plucked."]
+
+
+def test_a_write_that_reports_failed_keys_is_an_error(
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
+
+    vs, _ = writable
+    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
+    (tmp_path / "harp.md").write_text("A harp has many strings.\n")
+    monkeypatch.setattr(vs, "reject", lambda row: "harp" in row["text"])
+    with pytest.raises(RetrievalError, match=r"reported PARTIAL_SUCCESS; failed keys: [0-9a-f]{32}"):
+        ingest_to_vector_search([tmp_path], "main.docs.ingest")
+
+
+def test_an_expiring_login_reopens_the_index(
+    workspace: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.retrieval import vector_search
+
+    real = vector_search._credentials
+    monkeypatch.setattr(vector_search, "_credentials", lambda url: (real(url)[0], False))  # not a PAT
+    monkeypatch.setattr(vector_search, "TOKEN_TTL_S", 0.0)
+    retriever = _retriever()
+    retriever.invoke("violin")
+    opened = [r for r in workspace.requests if r.path == f"/api/2.0/vector-search/indexes/{INDEX}"]
+    retriever.invoke("violin")  # past the token's lifetime: opened again
+    again = [r for r in workspace.requests if r.path == f"/api/2.0/vector-search/indexes/{INDEX}"]
+    assert len(again) > len(opened)
+
+    monkeypatch.setattr(vector_search, "TOKEN_TTL_S", 3600.0)
+    retriever.invoke("violin")
+    monkeypatch.setattr(workspace, "token", "dapi-rotated")  # the old token is refused from now on
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-rotated")
+    assert retriever.invoke("violin")[0].id == "violin"  # a 401, then a fresh login and one retry
+
+
+def test_a_delta_sync_index_names_its_columns_in_columns_to_sync() -> None:
+    from ragworks.retrieval.vector_search import VectorSearchRetriever, _Layout
+
+    retriever = VectorSearchRetriever(index_name=INDEX)
+    spec = {"embedding_source_columns": [{"name": "body"}], "columns_to_sync": ["id", "body", "doc_uri"]}
+    description = {"primary_key": "id", "delta_sync_index_spec": spec}
+    layout = _Layout.of(description, retriever)
+    assert (layout.text, layout.source, layout.columns) == ("body", "doc_uri", ["id", "body", "doc_uri"])
+    del spec["columns_to_sync"]  # every column synced: the primary key stands in for the source
+    assert _Layout.of(description, retriever).source is None

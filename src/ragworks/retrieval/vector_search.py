@@ -93,39 +93,52 @@ class VectorSearchRetriever(BaseRetriever):
         k: int | None = None,
         filters: dict[str, Any] | None = None,
     ) -> list[Document]:
-        index, layout = self._open()
         merged = {**(self.filters or {}), **(filters or {})} or None
-        text: dict[str, Any] = {"query_text": query}
-        if self._embedder is not None and self.mode != "bm25":
-            vector = {"query_vector": [float(x) for x in self._embedder.encode([query])[0]]}
-            text = {**text, **vector} if self.mode == "hybrid" else vector  # ANN: the vector alone
-        try:
-            response = index.similarity_search(
-                columns=layout.columns,
-                filters=merged,
-                num_results=k or self.k,
-                query_type=QUERY_TYPES[self.mode],
-                score_threshold=self.score_threshold,
-                disable_notice=True,
-                **text,
-            )
-        except Exception as exc:
-            raise explain_failure(exc, self.index_name, action="query") from exc
-        return layout.documents(response)
+        for attempt in (1, 2):
+            index, layout = self._open()
+            text: dict[str, Any] = {"query_text": query}
+            if self._embedder is not None and self.mode != "bm25":
+                vector = {"query_vector": [float(x) for x in self._embedder.encode([query])[0]]}
+                text = {**text, **vector} if self.mode == "hybrid" else vector  # ANN: the vector alone
+            try:
+                response = index.similarity_search(
+                    columns=layout.columns,
+                    filters=merged,
+                    num_results=k or self.k,
+                    query_type=QUERY_TYPES[self.mode],
+                    score_threshold=self.score_threshold,
+                    disable_notice=True,
+                    **text,
+                )
+            except Exception as exc:
+                if attempt == 1 and status_of(exc) == 401 and self._expires():
+                    continue  # the login's token ran out early: open the index again with a fresh one
+                raise explain_failure(exc, self.index_name, action="query") from exc
+            return layout.documents(response)
+        raise AssertionError("unreachable")
+
+    def _expires(self) -> bool:
+        """Whether the token came from an expiring login; if so, the next `_open` gets a fresh one."""
+        with self._lock:
+            if self._valid_until == float("inf"):
+                return False
+            self._valid_until = 0.0
+            return True
 
     def _open(self) -> tuple[Any, _Layout]:
         """The client's index object and the result layout: looked up once, again before a token expires."""
         with self._lock:
             if self._index is None or self._layout is None or time.monotonic() > self._valid_until:
-                index, self._valid_until = open_index(self.workspace_url, self.endpoint, self.index_name)
+                index, valid_until = open_index(self.workspace_url, self.endpoint, self.index_name)
                 try:
                     description = index.describe()
                 except Exception as exc:
                     raise explain_failure(exc, self.index_name, action="describe") from exc
-                self._layout = _Layout.of(description, self)
-                if self.embeddings:
-                    self._embedder = get_embedder(self.embeddings)
-                self._index = index
+                layout = _Layout.of(description, self)
+                embedder = get_embedder(self.embeddings) if self.embeddings else None
+                # Only a complete reopen replaces the old state (and its deadline).
+                self._index, self._layout, self._embedder = index, layout, embedder
+                self._valid_until = valid_until
             return self._index, self._layout
 
 
@@ -265,10 +278,11 @@ def explain_failure(
     """A ragworks error for a client failure: what went wrong and what to change (`setting` names it)."""
     status = status_of(exc)
     detail = str(exc).strip() or type(exc).__name__
+    endpoint = "retriever.endpoint" if setting == "retriever.index" else "--endpoint"
     if status == 404:
         return ConfigError(
             f"Vector Search index {index_name!r} was not found ({detail}). Check {setting} "
-            "(catalog.schema.index), the endpoint and DATABRICKS_HOST."
+            f"(catalog.schema.index), {endpoint} and DATABRICKS_HOST."
         )
     if status in (401, 403):
         return ConfigError(
@@ -276,11 +290,12 @@ def explain_failure(
             "Check DATABRICKS_TOKEN, or the service principal's permissions on the index."
         )
     if status == 400:
-        what = "columns, filters and mode" if action == "query" else "columns and vectors"
-        return ConfigError(
-            f"Vector Search rejected the {action} on {index_name!r}: {detail}. Check the {what} "
-            "against this index's schema."
-        )
+        what = {
+            "query": "the retriever's columns, filters and mode against the index's schema",
+            "upsert": "the columns and vector size against the index's schema",
+            "delete": "the primary keys",
+        }.get(action, f"{setting} and {endpoint}")
+        return ConfigError(f"Vector Search rejected the {action} on {index_name!r}: {detail}. Check {what}.")
     return RetrievalError(f"Vector Search {action} failed for {index_name!r}: {detail}", backend=BACKEND)
 
 

@@ -11,20 +11,21 @@ are not even re-read. Each row carries the primary key, the text, `source`, and 
 the text itself; one of precomputed vectors needs `embeddings` (ragworks' embedder, as the
 retriever's `options.embeddings`), and each chunk's vector is computed here.
 
-Writes are POSTs, which the client does not retry: a 429/503/504 is retried here (`RETRIES`, with
-backoff), and a reply that reports failed keys is a `RetrievalError` naming them. A Delta Sync index is
+An upsert is a POST, which the client does not retry: a 429/503/504 is retried here (`RETRIES`, with
+backoff); the client retries scans and deletes itself. A reply that reports failed keys is a
+`RetrievalError` naming them. With a login whose token expires, the index is opened again when the
+token's time is up or a call gets a 401. A Delta Sync index is
 filled from its source table, so it cannot be written here: that is a `ConfigError` saying so.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,8 @@ def ingest_to_vector_search(
     """Load, chunk and write files and folders to a Direct Access index; what happened to each file."""
     started = time.perf_counter()
     splitter = make_splitter(chunk_size, chunk_overlap)
-    index, _ = open_index(None, endpoint, index_name, setting=SETTING)
-    layout = _WriteLayout.of(_describe(index, index_name), index_name, embeddings, text_column)
+    opened = _Opened(endpoint, index_name)
+    layout = _WriteLayout.of(_describe(opened), index_name, embeddings, text_column)
     show = sys.stderr.isatty() if progress is None else progress
     if embeddings and layout.embedder is None:
         logger.warning(
@@ -72,7 +73,7 @@ def ingest_to_vector_search(
         )
     label = embeddings if embeddings and layout.embedder is not None else "managed by the index"
     report = IngestReport(embedder=label, index_path=index_name)
-    known = _known_sources(index, index_name, layout.primary_key)
+    known = _known_sources(opened, layout.primary_key)
     fresh, stale = plan_ingest(
         paths, known, splitter=splitter, max_file_mb=max_file_mb, show=show, report=report
     )
@@ -82,10 +83,10 @@ def ingest_to_vector_search(
         rows = layout.rows(fresh)
         with tqdm(total=len(fresh), desc="Upserting", unit="chunk", disable=not show) as bar:
             for batch in _batches(rows):
-                _write(index_name, "upsert", functools.partial(index.upsert, batch))
+                _write(opened, "upsert", methodcaller("upsert", batch), retries=RETRIES)
                 bar.update(len(batch))
-        for batch in _batches(sorted(removed)):
-            _write(index_name, "delete", functools.partial(index.delete, batch))
+        for batch in _batches(sorted(removed)):  # the client retries a DELETE itself
+            _write(opened, "delete", methodcaller("delete", batch), retries=0)
     report.chunks_written = len(fresh)
     report.chunks_total = sum(len(ids) for _, ids in known.values()) - len(removed) + len(kept - set(stale))
     report.seconds = time.perf_counter() - started
@@ -165,26 +166,55 @@ class _WriteLayout:
         return rows
 
 
-def _describe(index: Any, index_name: str) -> dict[str, Any]:
-    with _explained(index_name, "describe"):
-        description: dict[str, Any] = index.describe()
+class _Opened:
+    """The client's index object, opened again when its login's token may have run out."""
+
+    def __init__(self, endpoint: str | None, index_name: str) -> None:
+        self.endpoint, self.index_name = endpoint, index_name
+        self.index, self.valid_until = open_index(None, endpoint, index_name, setting=SETTING)
+
+    def get(self) -> Any:
+        """The index object, reopened past its token's lifetime."""
+        if time.monotonic() > self.valid_until:
+            self.refresh()
+        return self.index
+
+    def refresh(self) -> bool:
+        """Open the index again with fresh credentials; False when they never expire (PAT, SP)."""
+        if self.valid_until == float("inf"):
+            return False
+        self.index, self.valid_until = open_index(None, self.endpoint, self.index_name, setting=SETTING)
+        return True
+
+
+def _describe(opened: _Opened) -> dict[str, Any]:
+    description: dict[str, Any] = _call(opened, "describe", methodcaller("describe"))
     return description
 
 
-def _known_sources(index: Any, index_name: str, primary_key: str) -> dict[str, tuple[str, list[str]]]:
-    """source -> (file hash or "", chunk ids) for every row the index holds, read with `scan`."""
-    known: dict[str, tuple[str, list[str]]] = {}
+def _known_sources(opened: _Opened, primary_key: str) -> dict[str, tuple[str, list[str]]]:
+    """source -> (its file hash, chunk ids) for every row the index holds, read with `scan`.
+
+    The hash is "" unless every row of the source carries the same one: after a run that failed
+    half-way, chunk ids decide what is unchanged, so no old chunk is left behind.
+    """
+    ids: dict[str, list[str]] = {}
+    hashes: dict[str, set[str]] = {}
     last: str | None = None
     while True:
-        with _explained(index_name, "scan"):
-            page = index.scan(num_results=BATCH, last_primary_key=last)
+        page = _call(opened, "scan", methodcaller("scan", num_results=BATCH, last_primary_key=last))
         rows = [_fields(item) for item in page.get("data") or []]
         for row in rows:
-            entry = known.setdefault(str(row.get("source", "")), (str(row.get("file_hash") or ""), []))
-            entry[1].append(str(row[primary_key]))
+            source = str(row.get("source", ""))
+            ids.setdefault(source, []).append(str(row[primary_key]))
+            hashes.setdefault(source, set()).add(str(row.get("file_hash") or ""))
         last = page.get("last_primary_key")
         if not rows or not last:
-            return known
+            break
+    return {
+        source: (next(iter(hashes[source])) if len(hashes[source]) == 1 else "", chunk_ids)
+        for source, chunk_ids in ids.items()
+    }
 
 
 def _fields(item: dict[str, Any]) -> dict[str, Any]:
@@ -201,36 +231,37 @@ def _batches(items: Sequence[Any]) -> Iterator[list[Any]]:
         yield list(items[start : start + BATCH])
 
 
-def _write(index_name: str, action: Action, call: Callable[[], Any]) -> None:
-    """One upsert or delete: retried on 429/503/504, and a reply with failed keys is an error."""
-    for attempt in range(RETRIES + 1):
-        try:
-            with _explained(index_name, action):
-                reply = call()
-            break
-        except RetrievalError as exc:
-            cause = exc.__cause__
-            status = status_of(cause) if isinstance(cause, Exception) else None
-            if attempt == RETRIES or status is None or status not in RETRY_STATUSES:
-                raise
-            time.sleep(BACKOFF_S * 2**attempt)
+def _write(opened: _Opened, action: Action, call: Callable[[Any], Any], *, retries: int) -> None:
+    """One upsert or delete; a reply with failed keys is an error."""
+    reply = _call(opened, action, call, retries=retries)
     result = reply.get("result") if isinstance(reply, dict) else None
     failed = (result or {}).get("failed_primary_keys") or []
     if (isinstance(reply, dict) and reply.get("status") not in (None, "SUCCESS")) or failed:
         shown = ", ".join(map(str, failed[:10])) + (" ..." if len(failed) > 10 else "")
         raise RetrievalError(
-            f"Vector Search {action} on {index_name!r} reported {reply.get('status')}; failed keys: "
-            f"{shown or 'not given'}. Run the ingest again: it writes only what is missing.",
+            f"Vector Search {action} on {opened.index_name!r} reported {reply.get('status')}; failed keys: "
+            f"{shown or 'not given'}. Run the ingest again: what is missing is written again.",
             backend=BACKEND,
         )
 
 
-@contextmanager
-def _explained(index_name: str, action: Action) -> Iterator[None]:
-    """A client failure inside the block becomes an error that says what to fix, as the retriever's do."""
-    try:
-        yield
-    except (ConfigError, RetrievalError):
-        raise
-    except Exception as exc:
-        raise explain_failure(exc, index_name, action=action, setting=SETTING) from exc
+def _call(opened: _Opened, action: Action, call: Callable[[Any], Any], *, retries: int = 0) -> Any:
+    """One client call on the index: reopened once on a 401 from an expiring login, retried on
+    429/503/504 `retries` times with backoff; any other failure explained (what to fix)."""
+    refreshed = False
+    attempt = 0
+    while True:
+        try:
+            return call(opened.get())
+        except (ConfigError, RetrievalError):
+            raise
+        except Exception as exc:
+            status = status_of(exc)
+            if status == 401 and not refreshed and opened.refresh():
+                refreshed = True
+                continue
+            if attempt < retries and status in RETRY_STATUSES:
+                time.sleep(BACKOFF_S * 2**attempt)
+                attempt += 1
+                continue
+            raise explain_failure(exc, opened.index_name, action=action, setting=SETTING) from exc

@@ -103,7 +103,7 @@ class UCFunctionTool(BaseTool):
                 statement=statement,
                 warehouse_id=self.warehouse_id,
                 parameters=parameters,
-                wait_timeout=f"{min(30, max(5, int(STATEMENT_TIMEOUT_S)))}s",  # the API allows 5-50 s
+                wait_timeout=_wait_timeout(),
                 format=Format.JSON_ARRAY,
                 disposition=Disposition.INLINE,
                 row_limit=MAX_ROWS + 1 if self.returns_table else None,
@@ -129,6 +129,12 @@ class UCFunctionTool(BaseTool):
         table = json.dumps([dict(zip(columns, row, strict=False)) for row in rows[:MAX_ROWS]])
         truncated = len(rows) > MAX_ROWS or bool(response.manifest and response.manifest.truncated)
         return f"{table}\n(only the first {MAX_ROWS} rows)" if truncated else table
+
+
+def _wait_timeout() -> str:
+    """How long the first request waits for the result: the API takes 0 s or 5-50 s, within our deadline."""
+    wait = int(min(30, STATEMENT_TIMEOUT_S))
+    return f"{wait}s" if wait >= 5 else "0s"
 
 
 def load_uc_function(spec: str, *, client_factory: Callable[[], Any] | None = None) -> UCFunctionTool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import time
 import typing
 import uuid
 from collections.abc import Callable, Mapping
@@ -68,6 +69,8 @@ class UnityCatalogEmulator(WorkspaceEmulator):
         self.pending_polls = pending_polls
         """Statements answer PENDING this many times (first reply and polls) before their result."""
         self._running: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.execute_delay_s = 0.0
+        """How long each statement submission takes to answer (a slow warehouse)."""
 
     def _function(self, full_name: str) -> Callable[..., Any]:
         try:
@@ -113,6 +116,7 @@ class UnityCatalogEmulator(WorkspaceEmulator):
 
     def execute(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST a statement: its result, or PENDING first when `pending_polls` says so."""
+        time.sleep(self.execute_delay_s)
         reply = self._run(body)
         if self.pending_polls <= 0:
             return reply

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 from ragworks.errors import RagworksError
@@ -60,6 +60,8 @@ class VectorSearchEmulator(WorkspaceEmulator):
         super().__init__(token=token)
         self.indexes = dict(indexes)
         self.endpoint = endpoint
+        self.reject: Callable[[dict[str, Any]], bool] | None = None
+        """Upserted rows for which this is true are not stored, and are reported as failed keys."""
         self.self_managed = set(self_managed)
         """Indexes described with precomputed vectors (`embedding_vector_columns`): need `query_vector`."""
 
@@ -189,8 +191,15 @@ class VectorSearchEmulator(WorkspaceEmulator):
             raise ApiError(
                 400, "INVALID_PARAMETER_VALUE", f"Rows {bad[:5]} need a {dim}-dimensional embedding."
             )
-        local.upsert(chunks)
-        return {"status": "SUCCESS", "result": {"success_row_count": len(chunks), "failed_primary_keys": []}}
+        failed = [
+            c.id for c, r in zip(chunks, rows, strict=True) if self.reject is not None and self.reject(r)
+        ]
+        local.upsert([c for c in chunks if c.id not in failed])
+        status = "PARTIAL_SUCCESS" if failed else "SUCCESS"
+        return {
+            "status": status,
+            "result": {"success_row_count": len(chunks) - len(failed), "failed_primary_keys": failed},
+        }
 
     def delete(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
         """Delete rows by primary key."""
