@@ -267,23 +267,26 @@ def test_cli_searches_with_the_configured_retriever(workspace: VectorSearchEmula
 
 
 @pytest.fixture
-def writable(workspace: VectorSearchEmulator) -> Iterator[tuple[VectorSearchEmulator, LocalIndex]]:
-    """A fresh emulated index (one seed chunk, so it has source and chunk_index columns)."""
+def writable(
+    workspace: VectorSearchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[VectorSearchEmulator, LocalIndex]]:
+    """A fresh emulated workspace (DATABRICKS_HOST points at it) with writable indexes; their seed
+    chunk gives them the source, chunk_index and file_hash columns."""
     local = LocalIndex(embeddings="hashing")
     seed = {"source": "seed.md", "chunk_index": 0, "file_hash": "0" * 64}  # the columns ingest writes
     local.upsert([Chunk(id="seed", text="A seed row.", metadata=seed)])
     with VectorSearchEmulator({"main.docs.ingest": local, "main.docs.vecs": local}, token=TOKEN) as vs:
         vs.self_managed = {"main.docs.vecs"}
+        monkeypatch.setenv("DATABRICKS_HOST", vs.host)
         yield vs, local
 
 
 def test_ingest_writes_new_files_replaces_changed_ones_and_skips_the_rest(
-    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path
 ) -> None:
     from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
     vs, local = writable
-    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "harp.md").write_text("A harp has many strings plucked by hand.\n")
@@ -307,12 +310,11 @@ def test_ingest_writes_new_files_replaces_changed_ones_and_skips_the_rest(
 
 
 def test_ingest_embeds_chunks_for_an_index_of_precomputed_vectors(
-    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path
 ) -> None:
     from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
     vs, _ = writable
-    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
     (tmp_path / "harp.md").write_text("A harp has many strings.\n")
     with pytest.raises(ConfigError, match="--embeddings"):
         ingest_to_vector_search([tmp_path], "main.docs.vecs")
@@ -331,7 +333,6 @@ def test_ingest_retries_a_rate_limited_write_and_keeps_old_chunks_until_new_ones
     from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
     vs, local = writable
-    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
     monkeypatch.setattr(vector_search_ingest, "BACKOFF_S", 0.01)
     (tmp_path / "harp.md").write_text("A harp has many strings.\n")
     vs.fail_next(503, path_suffix="/upsert-data")  # the client itself does not retry a POST
@@ -346,14 +347,13 @@ def test_ingest_retries_a_rate_limited_write_and_keeps_old_chunks_until_new_ones
 
 
 def test_ingest_cli_and_an_index_without_a_source_column(
-    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
 
     from ragworks.cli import app
 
     vs, _ = writable
-    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
     (tmp_path / "harp.md").write_text("A harp has many strings.\n")
     result = CliRunner().invoke(app, ["ingest", str(tmp_path), "--vector-search", "main.docs.ingest"])
     assert result.exit_code == 0, result.output
@@ -375,12 +375,11 @@ def test_errors_of_older_clients_are_explained_from_their_message() -> None:
 
 
 def test_a_rerun_after_a_half_failed_ingest_leaves_no_old_chunks(
-    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path
 ) -> None:
     from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
     vs, local = writable
-    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
     harp = tmp_path / "harp.md"
     harp.write_text("A harp has many strings.\n")
     ingest_to_vector_search([tmp_path], "main.docs.ingest")
@@ -402,7 +401,6 @@ def test_a_write_that_reports_failed_keys_is_an_error(
     from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
     vs, _ = writable
-    monkeypatch.setenv("DATABRICKS_HOST", vs.host)
     (tmp_path / "harp.md").write_text("A harp has many strings.\n")
     monkeypatch.setattr(vs, "reject", lambda row: "harp" in row["text"])
     with pytest.raises(RetrievalError, match=r"reported PARTIAL_SUCCESS; failed keys: [0-9a-f]{32}"):
