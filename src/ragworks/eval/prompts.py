@@ -85,9 +85,6 @@ CORRECTNESS = Prompt(
     user="Question:\n{question}\n\nAnswer:\n{answer}\n\nExpected facts:\n{facts}",
 )
 
-ALL = (CLAIMS, VERIFY, ANSWER_RELEVANCE, CONTEXT_RELEVANCE, CORRECTNESS)
-
-
 def numbered(items: list[str]) -> str:
     """Lines `1. ...`, `2. ...` for a prompt."""
     return "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1))
