@@ -329,11 +329,11 @@ def test_ingest_embeds_chunks_for_an_index_of_precomputed_vectors(
 def test_ingest_retries_a_rate_limited_write_and_keeps_old_chunks_until_new_ones_land(
     writable: tuple[VectorSearchEmulator, LocalIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ragworks.retrieval import vector_search_ingest
+    from ragworks.retrieval import vector_search
     from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
     vs, local = writable
-    monkeypatch.setattr(vector_search_ingest, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(vector_search, "BACKOFF_S", 0.01)
     (tmp_path / "harp.md").write_text("A harp has many strings.\n")
     vs.fail_next(503, path_suffix="/upsert-data")  # the client itself does not retry a POST
     report = ingest_to_vector_search([tmp_path], "main.docs.ingest")
@@ -430,12 +430,12 @@ def test_an_expiring_login_reopens_the_index(
 
 
 def test_a_delta_sync_index_names_its_columns_in_columns_to_sync() -> None:
-    from ragworks.retrieval.vector_search import VectorSearchRetriever, _Layout
+    from ragworks.retrieval.vector_search import IndexSpec, VectorSearchRetriever, _Layout
 
     retriever = VectorSearchRetriever(index_name=INDEX)
     spec = {"embedding_source_columns": [{"name": "body"}], "columns_to_sync": ["id", "body", "doc_uri"]}
     description = {"primary_key": "id", "delta_sync_index_spec": spec}
-    layout = _Layout.of(description, retriever)
+    layout = _Layout.of(IndexSpec.parse(description, INDEX), retriever)
     assert (layout.text, layout.source, layout.columns) == ("body", "doc_uri", ["id", "body", "doc_uri"])
     del spec["columns_to_sync"]  # every column synced: the primary key stands in for the source
-    assert _Layout.of(description, retriever).source is None
+    assert _Layout.of(IndexSpec.parse(description, INDEX), retriever).source is None

@@ -21,9 +21,11 @@ profile), never from the config file. The index is looked up once, on the first 
 key becomes each document's `id`, its embedding source column the text. Each result row becomes a
 LangChain `Document` with `metadata["source"]` and `metadata["score"]`, like the local index's.
 
-The client retries queries that get 429/503/504 itself; any other failure becomes a `RetrievalError` (or a
-`ConfigError` when the index name, columns or credentials are wrong) whose message says what to fix
-and never carries the token.
+`IndexHandle` is the one way ragworks calls the client (the retriever and `vector_search_ingest`):
+it opens the index again when an expiring login's token may have run out, and turns every failure
+into a `RetrievalError` (or a `ConfigError` when the index name, columns or credentials are wrong)
+whose message says what to fix and never carries the token. The client retries queries that get
+429/503/504 itself.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -52,6 +57,8 @@ SOURCE_COLUMNS = ("source", "doc_uri", "url", "path")
 (else the primary key is the source)."""
 TOKEN_TTL_S = 30 * 60
 """How long a token from an expiring login (not a PAT or service principal) is used before reopening."""
+RETRY_STATUSES = frozenset({429, 503, 504})
+BACKOFF_S = 0.5
 
 
 class VectorSearchRetriever(BaseRetriever):
@@ -79,11 +86,10 @@ class VectorSearchRetriever(BaseRetriever):
     """Default: databricks-sdk's host."""
     tags: list[str] | None = Field(default_factory=lambda: ["ragworks", BACKEND])
 
-    _index: Any = PrivateAttr(default=None)  # Any: the client's index object
+    _handle: Any = PrivateAttr(default=None)  # IndexHandle, after the first query
     _layout: Any = PrivateAttr(default=None)  # _Layout, once the index is described
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
     _embedder: Any = PrivateAttr(default=None)  # Embedder, with `embeddings`
-    _valid_until: float = PrivateAttr(default=0.0)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _get_relevant_documents(
         self,
@@ -93,53 +99,134 @@ class VectorSearchRetriever(BaseRetriever):
         k: int | None = None,
         filters: dict[str, Any] | None = None,
     ) -> list[Document]:
-        merged = {**(self.filters or {}), **(filters or {})} or None
-        for attempt in (1, 2):
-            index, layout = self._open()
-            text: dict[str, Any] = {"query_text": query}
-            if self._embedder is not None and self.mode != "bm25":
-                vector = {"query_vector": [float(x) for x in self._embedder.encode([query])[0]]}
-                text = {**text, **vector} if self.mode == "hybrid" else vector  # ANN: the vector alone
-            try:
-                response = index.similarity_search(
-                    columns=layout.columns,
-                    filters=merged,
-                    num_results=k or self.k,
-                    query_type=QUERY_TYPES[self.mode],
-                    score_threshold=self.score_threshold,
-                    disable_notice=True,
-                    **text,
+        handle, layout = self._setup()
+        text: dict[str, Any] = {"query_text": query}
+        if self._embedder is not None and self.mode != "bm25":
+            vector = {"query_vector": [float(x) for x in self._embedder.encode([query])[0]]}
+            text = {**text, **vector} if self.mode == "hybrid" else vector  # ANN: the vector alone
+        search = methodcaller(
+            "similarity_search",
+            columns=layout.columns,
+            filters={**(self.filters or {}), **(filters or {})} or None,
+            num_results=k or self.k,
+            query_type=QUERY_TYPES[self.mode],
+            score_threshold=self.score_threshold,
+            disable_notice=True,
+            **text,
+        )
+        return layout.documents(handle.call("query", search))
+
+    def _setup(self) -> tuple[IndexHandle, _Layout]:
+        """The index handle and the result layout, made on the first query (thread-safe)."""
+        with self._lock:
+            if self._handle is None or self._layout is None:
+                handle = IndexHandle(
+                    self.index_name, endpoint=self.endpoint, workspace_url=self.workspace_url
                 )
+                layout = _Layout.of(handle.spec(), self)
+                self._embedder = get_embedder(self.embeddings) if self.embeddings else None
+                self._handle, self._layout = handle, layout
+            return self._handle, self._layout
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexSpec:
+    """What ragworks needs to know of an index, from its description."""
+
+    primary_key: str
+    direct_access: bool
+    source_columns: list[str]
+    """Columns the index embeds itself (managed embeddings)."""
+    vector_column: str | None
+    """The column of precomputed vectors, for an index without managed embeddings."""
+    vector_dimension: int
+    columns: set[str]
+    """Column names: a Direct Access index's `schema_json`, a Delta Sync index's `columns_to_sync`
+    (empty when it syncs every column of its table)."""
+
+    @classmethod
+    def parse(cls, description: dict[str, Any], index_name: str) -> IndexSpec:
+        """The spec of a described index; a ConfigError when it reports no primary key."""
+        primary_key = description.get("primary_key")
+        if not primary_key:
+            raise ConfigError(f"Vector Search index {index_name!r} reports no primary key.")
+        direct = "direct_access_index_spec" in description
+        spec = description.get("direct_access_index_spec") or description.get("delta_sync_index_spec") or {}
+        sources = [c["name"] for c in spec.get("embedding_source_columns") or [] if c.get("name")]
+        vectors = [c for c in spec.get("embedding_vector_columns") or [] if c.get("name")]
+        try:
+            columns = set(json.loads(spec.get("schema_json") or "{}"))
+        except (TypeError, ValueError):
+            columns = set()
+        return cls(
+            primary_key=str(primary_key),
+            direct_access=direct and description.get("index_type", "DIRECT_ACCESS") == "DIRECT_ACCESS",
+            source_columns=sources,
+            vector_column=vectors[0]["name"] if vectors and not sources else None,
+            vector_dimension=int(vectors[0].get("embedding_dimension") or 0) if vectors else 0,
+            columns=columns | {str(c) for c in spec.get("columns_to_sync") or []},
+        )
+
+
+class IndexHandle:
+    """The official client's object for one index: opened on first use, opened again when its
+    login's token may have run out (`TOKEN_TTL_S`, or a 401), and every failure explained."""
+
+    def __init__(
+        self,
+        index_name: str,
+        *,
+        endpoint: str | None = None,
+        workspace_url: str | None = None,
+        setting: str = "retriever.index",
+    ) -> None:
+        self.index_name, self.endpoint, self.workspace_url = index_name, endpoint, workspace_url
+        self.setting = setting
+        """The setting that names the index, for error messages (`retriever.index`, `--vector-search`)."""
+        self._lock = threading.Lock()
+        self._index: Any = None
+        self._valid_until = 0.0
+
+    def spec(self) -> IndexSpec:
+        """The index's spec (one describe call)."""
+        return IndexSpec.parse(self.call("describe", methodcaller("describe")), self.index_name)
+
+    def call(self, action: Action, fn: Callable[[Any], Any], *, retries: int = 0) -> Any:
+        """`fn(index)`: after a 401 from an expiring login, once more with fresh credentials; after
+        429/503/504, up to `retries` more times with backoff; any other failure explained."""
+        refreshed, attempt = False, 0
+        while True:
+            index = self._current(force=False)
+            try:
+                return fn(index)
             except Exception as exc:
-                if attempt == 1 and status_of(exc) == 401 and self._expires():
-                    continue  # the login's token ran out early: open the index again with a fresh one
-                raise explain_failure(exc, self.index_name, action="query") from exc
-            return layout.documents(response)
-        raise AssertionError("unreachable")
+                status = status_of(exc)
+                if status == 401 and not refreshed and self._expiring():
+                    refreshed = True
+                    self._current(force=True)
+                    continue
+                if attempt < retries and status in RETRY_STATUSES:
+                    time.sleep(BACKOFF_S * 2**attempt)
+                    attempt += 1
+                    continue
+                raise explain_failure(exc, self.index_name, action=action, setting=self.setting) from exc
 
-    def _expires(self) -> bool:
-        """Whether the token came from an expiring login; if so, the next `_open` gets a fresh one."""
-        with self._lock:
-            if self._valid_until == float("inf"):
-                return False
-            self._valid_until = 0.0
-            return True
+    def _expiring(self) -> bool:
+        return self._valid_until != float("inf")
 
-    def _open(self) -> tuple[Any, _Layout]:
-        """The client's index object and the result layout: looked up once, again before a token expires."""
+    def _current(self, *, force: bool) -> Any:
+        """The index object, (re)opened when forced, never opened, or past its token's lifetime."""
         with self._lock:
-            if self._index is None or self._layout is None or time.monotonic() > self._valid_until:
-                index, valid_until = open_index(self.workspace_url, self.endpoint, self.index_name)
+            if force or self._index is None or time.monotonic() > self._valid_until:
+                credentials, static = _credentials(self.workspace_url)
+                client = _client_class()(**credentials, disable_notice=True)
                 try:
-                    description = index.describe()
+                    index = client.get_index(endpoint_name=self.endpoint, index_name=self.index_name)
                 except Exception as exc:
-                    raise explain_failure(exc, self.index_name, action="describe") from exc
-                layout = _Layout.of(description, self)
-                embedder = get_embedder(self.embeddings) if self.embeddings else None
-                # Only a complete reopen replaces the old state (and its deadline).
-                self._index, self._layout, self._embedder = index, layout, embedder
-                self._valid_until = valid_until
-            return self._index, self._layout
+                    raise explain_failure(exc, self.index_name, action="open", setting=self.setting) from exc
+                self._index = index
+                self._valid_until = float("inf") if static else time.monotonic() + TOKEN_TTL_S
+            return self._index
 
 
 class _Layout:
@@ -151,30 +238,23 @@ class _Layout:
         self.columns = list(dict.fromkeys(wanted))
 
     @classmethod
-    def of(cls, description: dict[str, Any], retriever: VectorSearchRetriever) -> _Layout:
-        """The layout for an index, from its description and the retriever's options."""
-        primary_key = description.get("primary_key")
-        if not primary_key:
-            raise ConfigError(f"Vector Search index {retriever.index_name!r} reports no primary key.")
-        spec = description.get("delta_sync_index_spec") or description.get("direct_access_index_spec") or {}
-        embedded = [c.get("name") for c in spec.get("embedding_source_columns") or [] if c.get("name")]
-        vectors = [c.get("name") for c in spec.get("embedding_vector_columns") or [] if c.get("name")]
-        if vectors and not embedded and not retriever.embeddings:
+    def of(cls, spec: IndexSpec, retriever: VectorSearchRetriever) -> _Layout:
+        """The layout for an index, from its spec and the retriever's options."""
+        if spec.vector_column and not retriever.embeddings:
             raise ConfigError(
                 f"Vector Search index {retriever.index_name!r} holds precomputed vectors "
-                f"({vectors[0]!r}), so queries need a vector: set retriever.options.embeddings to the "
-                "embedder that made them (minilm or hashing) and retriever.options.text_column to the "
+                f"({spec.vector_column!r}), so queries need a vector: set retriever.options.embeddings to "
+                "the embedder that made them (minilm or hashing) and retriever.options.text_column to the "
                 "text column."
             )
-        text = retriever.text_column or (embedded[0] if embedded else None)
+        text = retriever.text_column or (spec.source_columns[0] if spec.source_columns else None)
         if text is None:
             raise ConfigError(
                 f"Vector Search index {retriever.index_name!r} embeds precomputed vectors, so ragworks "
                 "cannot tell which column holds the text: set retriever.options.text_column."
             )
-        schema = _schema(spec)
-        source = retriever.source_column or next((c for c in SOURCE_COLUMNS if c in schema), None)
-        return cls(primary_key=primary_key, text=text, source=source, extra=list(retriever.columns))
+        source = retriever.source_column or next((c for c in SOURCE_COLUMNS if c in spec.columns), None)
+        return cls(primary_key=spec.primary_key, text=text, source=source, extra=list(retriever.columns))
 
     def documents(self, response: dict[str, Any]) -> list[Document]:
         """Result rows as Documents, best first, each with `source` and `score` metadata."""
@@ -189,18 +269,6 @@ class _Layout:
             metadata["score"] = float(values.get("score") or 0.0)
             docs.append(Document(id=key, page_content="" if text is None else str(text), metadata=metadata))
         return docs
-
-
-def _schema(spec: dict[str, Any]) -> set[str]:
-    """Column names: a Direct Access index's `schema_json`, a Delta Sync index's `columns_to_sync`.
-
-    Empty when a Delta Sync index syncs every column of its table (then name `source_column`).
-    """
-    try:
-        columns = set(json.loads(spec.get("schema_json") or "{}"))
-    except (TypeError, ValueError):
-        columns = set()
-    return columns | {str(c) for c in spec.get("columns_to_sync") or []}
 
 
 def _client_class() -> Any:
@@ -257,19 +325,6 @@ def _credentials(workspace_url: str | None) -> tuple[dict[str, Any], bool]:
             f"{BACKEND} needs a Databricks workspace and token: set DATABRICKS_HOST and DATABRICKS_TOKEN."
         )
     return {"workspace_url": host, "personal_access_token": token}, static
-
-
-def open_index(
-    workspace_url: str | None, endpoint: str | None, index_name: str, *, setting: str = "retriever.index"
-) -> tuple[Any, float]:
-    """The client's index object (one GET of the index) and until when (monotonic) its token is valid."""
-    credentials, static = _credentials(workspace_url)
-    client = _client_class()(**credentials, disable_notice=True)
-    try:
-        index = client.get_index(endpoint_name=endpoint, index_name=index_name)
-    except Exception as exc:
-        raise explain_failure(exc, index_name, action="open", setting=setting) from exc
-    return index, (float("inf") if static else time.monotonic() + TOKEN_TTL_S)
 
 
 def explain_failure(

@@ -13,14 +13,13 @@ retriever's `options.embeddings`), and each chunk's vector is computed here.
 
 An upsert is a POST, which the client does not retry: a 429/503/504 is retried here (`RETRIES`, with
 backoff); the client retries scans and deletes itself. A reply that reports failed keys is a
-`RetrievalError` naming them. With a login whose token expires, the index is opened again when the
-token's time is up or a call gets a 401. A Delta Sync index is
-filled from its source table, so it cannot be written here: that is a `ConfigError` saying so.
+`RetrievalError` naming them. Every call goes through `IndexHandle`, so an expiring login is handled
+as for queries. A Delta Sync index is filled from its source table, so it cannot be written here:
+that is a `ConfigError` saying so.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -31,21 +30,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ragworks.embeddings import get_embedder
+from ragworks.embeddings import Embedder, get_embedder
 from ragworks.errors import ConfigError, RetrievalError
 from ragworks.retrieval.ingest import IngestReport, make_splitter, plan_ingest
 from ragworks.retrieval.local import Chunk
-from ragworks.retrieval.vector_search import BACKEND, Action, explain_failure, open_index, status_of
+from ragworks.retrieval.vector_search import BACKEND, Action, IndexHandle, IndexSpec
 
 logger = logging.getLogger(__name__)
 
 BATCH = 256
 """Rows per upsert, delete or scan request."""
 RETRIES = 3
-BACKOFF_S = 0.5
-RETRY_STATUSES = frozenset({429, 503, 504})
-SETTING = "--vector-search"
-"""What error messages tell the user to check."""
+"""Retries of an upsert (a POST, which the client does not retry) on 429/503/504."""
 OPTIONAL_COLUMNS = ("chunk_index", "file_hash", "type")
 
 
@@ -64,8 +60,8 @@ def ingest_to_vector_search(
     """Load, chunk and write files and folders to a Direct Access index; what happened to each file."""
     started = time.perf_counter()
     splitter = make_splitter(chunk_size, chunk_overlap)
-    opened = _Opened(endpoint, index_name)
-    layout = _WriteLayout.of(_describe(opened), index_name, embeddings, text_column)
+    handle = IndexHandle(index_name, endpoint=endpoint, setting="--vector-search")
+    layout = _WriteLayout.of(handle.spec(), index_name, embeddings, text_column)
     show = sys.stderr.isatty() if progress is None else progress
     if embeddings and layout.embedder is None:
         logger.warning(
@@ -73,7 +69,7 @@ def ingest_to_vector_search(
         )
     label = embeddings if embeddings and layout.embedder is not None else "managed by the index"
     report = IngestReport(embedder=label, index_path=index_name)
-    known = _known_sources(opened, layout.primary_key)
+    known = _known_sources(handle, layout.primary_key)
     fresh, stale = plan_ingest(
         paths, known, splitter=splitter, max_file_mb=max_file_mb, show=show, report=report
     )
@@ -83,10 +79,10 @@ def ingest_to_vector_search(
         rows = layout.rows(fresh)
         with tqdm(total=len(fresh), desc="Upserting", unit="chunk", disable=not show) as bar:
             for batch in _batches(rows):
-                _write(opened, "upsert", methodcaller("upsert", batch), retries=RETRIES)
+                _write(handle, "upsert", methodcaller("upsert", batch), retries=RETRIES)
                 bar.update(len(batch))
         for batch in _batches(sorted(removed)):  # the client retries a DELETE itself
-            _write(opened, "delete", methodcaller("delete", batch), retries=0)
+            _write(handle, "delete", methodcaller("delete", batch), retries=0)
     report.chunks_written = len(fresh)
     report.chunks_total = sum(len(ids) for _, ids in known.values()) - len(removed) + len(kept - set(stale))
     report.seconds = time.perf_counter() - started
@@ -103,53 +99,48 @@ class _WriteLayout:
         text: str,
         columns: Sequence[str],
         vector: str | None,
-        embeddings: str | None,
+        embedder: Embedder | None,
     ) -> None:
-        self.primary_key, self.text, self.columns, self.vector = primary_key, text, columns, vector
-        self.embedder = get_embedder(embeddings) if vector and embeddings else None
+        self.primary_key, self.text, self.columns = primary_key, text, columns
+        self.vector, self.embedder = vector, embedder
 
     @classmethod
     def of(
-        cls, description: dict[str, Any], index_name: str, embeddings: str | None, text_column: str | None
+        cls, spec: IndexSpec, index_name: str, embeddings: str | None, text_column: str | None
     ) -> _WriteLayout:
-        """The layout for a Direct Access index, from its description."""
-        if description.get("index_type") != "DIRECT_ACCESS" or "direct_access_index_spec" not in description:
+        """The layout for a Direct Access index, from its spec."""
+        if not spec.direct_access:
             raise ConfigError(
                 f"Vector Search index {index_name!r} is not a Direct Access index: a Delta Sync index is "
                 "filled from its source table, so write the chunks to that table instead."
             )
-        spec = description["direct_access_index_spec"]
-        schema = set(json.loads(spec.get("schema_json") or "{}"))
-        sources = [c["name"] for c in spec.get("embedding_source_columns") or [] if c.get("name")]
-        vectors = [c["name"] for c in spec.get("embedding_vector_columns") or [] if c.get("name")]
-        text = text_column or (sources[0] if sources else "text")
-        missing = [c for c in ("source", text) if c not in schema]
+        text = text_column or (spec.source_columns[0] if spec.source_columns else "text")
+        missing = [c for c in ("source", text) if c not in spec.columns]
         if missing:
             raise ConfigError(
                 f"Vector Search index {index_name!r} has no column {', '.join(map(repr, missing))}: ragworks "
                 "writes the chunk text and its source file (a string column 'source')."
             )
-        vector = vectors[0] if vectors and not sources else None
-        if vector and not embeddings:
-            raise ConfigError(
-                f"Vector Search index {index_name!r} holds precomputed vectors ({vector!r}): pass the "
-                "embedder that makes them (--embeddings minilm or hashing)."
-            )
-        if vector and embeddings:
-            expected = next(int(c.get("embedding_dimension") or 0) for c in spec["embedding_vector_columns"])
+        embedder = None
+        if spec.vector_column:
+            if not embeddings:
+                raise ConfigError(
+                    f"Vector Search index {index_name!r} holds precomputed vectors ({spec.vector_column!r}): "
+                    "pass the embedder that makes them (--embeddings minilm or hashing)."
+                )
             embedder = get_embedder(embeddings)
             made = len(embedder.encode(["x"])[0]) if embedder is not None else 0
-            if expected and made != expected:
+            if spec.vector_dimension and made != spec.vector_dimension:
                 raise ConfigError(
-                    f"Vector Search index {index_name!r} stores {expected}-dimensional vectors, but "
-                    f"--embeddings {embeddings} makes {made}: use the embedder the index was built for."
+                    f"Vector Search index {index_name!r} stores {spec.vector_dimension}-dimensional vectors, "
+                    f"but --embeddings {embeddings} makes {made}: use the embedder the index was built for."
                 )
         return cls(
-            primary_key=description["primary_key"],
+            primary_key=spec.primary_key,
             text=text,
-            columns=[c for c in OPTIONAL_COLUMNS if c in schema],
-            vector=vector,
-            embeddings=embeddings,
+            columns=[c for c in OPTIONAL_COLUMNS if c in spec.columns],
+            vector=spec.vector_column,
+            embedder=embedder,
         )
 
     def rows(self, chunks: Sequence[Chunk]) -> list[dict[str, Any]]:
@@ -160,39 +151,13 @@ class _WriteLayout:
             row: dict[str, Any] = {self.primary_key: chunk.id, self.text: chunk.text}
             row["source"] = chunk.metadata["source"]
             row.update({c: chunk.metadata[c] for c in self.columns if c in chunk.metadata})
-            if vectors is not None and self.vector:
+            if vectors is not None and self.vector is not None:
                 row[self.vector] = [float(x) for x in vectors[n]]
             rows.append(row)
         return rows
 
 
-class _Opened:
-    """The client's index object, opened again when its login's token may have run out."""
-
-    def __init__(self, endpoint: str | None, index_name: str) -> None:
-        self.endpoint, self.index_name = endpoint, index_name
-        self.index, self.valid_until = open_index(None, endpoint, index_name, setting=SETTING)
-
-    def get(self) -> Any:
-        """The index object, reopened past its token's lifetime."""
-        if time.monotonic() > self.valid_until:
-            self.refresh()
-        return self.index
-
-    def refresh(self) -> bool:
-        """Open the index again with fresh credentials; False when they never expire (PAT, SP)."""
-        if self.valid_until == float("inf"):
-            return False
-        self.index, self.valid_until = open_index(None, self.endpoint, self.index_name, setting=SETTING)
-        return True
-
-
-def _describe(opened: _Opened) -> dict[str, Any]:
-    description: dict[str, Any] = _call(opened, "describe", methodcaller("describe"))
-    return description
-
-
-def _known_sources(opened: _Opened, primary_key: str) -> dict[str, tuple[str, list[str]]]:
+def _known_sources(handle: IndexHandle, primary_key: str) -> dict[str, tuple[str, list[str]]]:
     """source -> (its file hash, chunk ids) for every row the index holds, read with `scan`.
 
     The hash is "" unless every row of the source carries the same one: after a run that failed
@@ -202,7 +167,7 @@ def _known_sources(opened: _Opened, primary_key: str) -> dict[str, tuple[str, li
     hashes: dict[str, set[str]] = {}
     last: str | None = None
     while True:
-        page = _call(opened, "scan", methodcaller("scan", num_results=BATCH, last_primary_key=last))
+        page = handle.call("scan", methodcaller("scan", num_results=BATCH, last_primary_key=last))
         rows = [_fields(item) for item in page.get("data") or []]
         for row in rows:
             source = str(row.get("source", ""))
@@ -231,37 +196,15 @@ def _batches(items: Sequence[Any]) -> Iterator[list[Any]]:
         yield list(items[start : start + BATCH])
 
 
-def _write(opened: _Opened, action: Action, call: Callable[[Any], Any], *, retries: int) -> None:
+def _write(handle: IndexHandle, action: Action, call: Callable[[Any], Any], *, retries: int) -> None:
     """One upsert or delete; a reply with failed keys is an error."""
-    reply = _call(opened, action, call, retries=retries)
+    reply = handle.call(action, call, retries=retries)
     result = reply.get("result") if isinstance(reply, dict) else None
     failed = (result or {}).get("failed_primary_keys") or []
     if (isinstance(reply, dict) and reply.get("status") not in (None, "SUCCESS")) or failed:
         shown = ", ".join(map(str, failed[:10])) + (" ..." if len(failed) > 10 else "")
         raise RetrievalError(
-            f"Vector Search {action} on {opened.index_name!r} reported {reply.get('status')}; failed keys: "
+            f"Vector Search {action} on {handle.index_name!r} reported {reply.get('status')}; failed keys: "
             f"{shown or 'not given'}. Run the ingest again: what is missing is written again.",
             backend=BACKEND,
         )
-
-
-def _call(opened: _Opened, action: Action, call: Callable[[Any], Any], *, retries: int = 0) -> Any:
-    """One client call on the index: reopened once on a 401 from an expiring login, retried on
-    429/503/504 `retries` times with backoff; any other failure explained (what to fix)."""
-    refreshed = False
-    attempt = 0
-    while True:
-        try:
-            return call(opened.get())
-        except (ConfigError, RetrievalError):
-            raise
-        except Exception as exc:
-            status = status_of(exc)
-            if status == 401 and not refreshed and opened.refresh():
-                refreshed = True
-                continue
-            if attempt < retries and status in RETRY_STATUSES:
-                time.sleep(BACKOFF_S * 2**attempt)
-                attempt += 1
-                continue
-            raise explain_failure(exc, opened.index_name, action=action, setting=SETTING) from exc

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.tools import BaseTool
@@ -137,7 +136,7 @@ def _wait_timeout() -> str:
     return f"{wait}s" if wait >= 5 else "0s"
 
 
-def load_uc_function(spec: str, *, client_factory: Callable[[], Any] | None = None) -> UCFunctionTool:
+def load_uc_function(spec: str) -> UCFunctionTool:
     """The tool for a `uc:catalog.schema.function` spec (or the bare full name)."""
     full_name = spec.removeprefix(PREFIX)
     if not _NAME.match(full_name):
@@ -147,7 +146,7 @@ def load_uc_function(spec: str, *, client_factory: Callable[[], Any] | None = No
         raise ConfigError(
             f"Unity Catalog tools run on a SQL warehouse: set {WAREHOUSE_ENV} to its id (for {full_name})."
         )
-    client = (client_factory or _workspace_client)()
+    client = _workspace_client()
     try:
         info = client.functions.get(full_name)
     except Exception as exc:
