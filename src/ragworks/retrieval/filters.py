@@ -59,6 +59,11 @@ def _clause(field: str, op: str, value: Any) -> Predicate:
     return member
 
 
+def filter_fields(filters: Mapping[str, Any]) -> list[str]:
+    """The metadata fields a filter dict reads, operators stripped."""
+    return [_split_key(str(k))[0] for k in filters]
+
+
 def compile_filters(filters: Mapping[str, Any] | None) -> Predicate | None:
     """Turn a filter dict into one predicate over a chunk's metadata (None for no filter)."""
     if not filters:

@@ -1,8 +1,8 @@
-"""LocalIndex: an embedded hybrid index (BM25 + dense vectors) persisted in a folder.
+"""LocalIndex: an embedded hybrid index (BM25 + dense vectors) persisted in a folder; LocalRetriever over it.
 
-The folder holds only JSON, JSONL and numpy files (no pickle):
+The folder holds only JSON, JSONL and numpy files (no pickle); `_store` owns its layout, the
+manifest's checksums, atomic swaps and the writer lock. The data files:
 
-    ragworks_index.json   format name + version stamp, embedder, BM25 and fusion settings
     chunks.jsonl          one chunk per line: id, text, metadata
     vectors.npy           float32 unit vectors, one row per chunk (absent for BM25-only indexes)
     bm25/                 the bm25s index (npy + json)
@@ -21,9 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +28,17 @@ from typing import Any
 
 import bm25s
 import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
 
 from ragworks.config import SearchMode
 from ragworks.embeddings import Embedder, get_embedder
-from ragworks.errors import ConfigError, IndexFormatError
+from ragworks.errors import ConfigError, RagworksError, RetrievalError
+from ragworks.retrieval import _store
 from ragworks.retrieval.ann import ANN_THRESHOLD, HnswIndex, ann_available
-from ragworks.retrieval.filters import compile_filters
+from ragworks.retrieval.filters import compile_filters, filter_fields
 from ragworks.retrieval.fusion import FusionParams, fuse_top, top_indices, union
 from ragworks.retrieval.text import tokenize, tokenize_many
 
@@ -45,9 +46,11 @@ logger = logging.getLogger(__name__)
 # bm25s forces its logger to DEBUG at import, which floods any handler an application configures.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-INDEX_FORMAT = "ragworks-local-index"
-INDEX_VERSION = 1
-MANIFEST = "ragworks_index.json"
+INDEX_FORMAT = _store.INDEX_FORMAT
+INDEX_VERSION = _store.INDEX_VERSION
+MANIFEST = _store.MANIFEST
+CHUNKS = "chunks.jsonl"
+VECTORS = "vectors.npy"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +99,7 @@ class LocalIndex:
         self._hashes: list[str] | None = []
         self._bm25: bm25s.BM25 | None = None
         self._ann: HnswIndex | None = None
+        self._fields: set[str] | None = None
 
     # ----------------------------------------------------------------- contents
     @property
@@ -148,6 +152,7 @@ class LocalIndex:
             self._texts.append(c.text)
             self._metas.append(dict(c.metadata))
         self._text_hashes().extend(hashes)
+        self._fields = None
         if self._tokens is not None:
             self._tokens.extend(tokenize_many(c.text for c in items))
         if vectors is not None:
@@ -174,6 +179,7 @@ class LocalIndex:
             self._vectors = self._vectors[keep]
         self._hashes = [hashes[r] for r in keep]
         self._rows = {cid: r for r, cid in enumerate(self._ids)}
+        self._fields = None
         # Deleting renumbers rows: both search structures are rebuilt on the next search.
         self._bm25 = None
         self._ann = None
@@ -242,10 +248,23 @@ class LocalIndex:
             rows, scores = self._search_hybrid(query, k, mask, q)
         return [self._document(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
 
+    def fields(self) -> set[str]:
+        """The metadata fields at least one chunk has."""
+        if self._fields is None:
+            self._fields = {name for meta in self._metas for name in meta}
+        return set(self._fields)
+
     def _mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
         predicate = compile_filters(filters)
         if predicate is None:
             return None
+        assert filters is not None
+        unknown = sorted(set(filter_fields(filters)) - self.fields())
+        if unknown:  # a misspelled field would otherwise match nothing, silently
+            raise ConfigError(
+                f"No chunk has the metadata field{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; fields in this index: {', '.join(sorted(self.fields()))}."
+            )
         return np.fromiter((predicate(m) for m in self._metas), dtype=bool, count=len(self._metas))
 
     def _bm25_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray:
@@ -337,70 +356,116 @@ class LocalIndex:
         return self._ann
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the index to a folder atomically: a temp folder first, then a rename."""
+    def save(self, path: str | Path, *, lock_timeout: float = _store.DEFAULT_LOCK_TIMEOUT) -> Path:
+        """Write the index to a folder atomically, under the folder's writer lock (see `_store`)."""
         target = Path(path)
-        if target.exists() and not (target / MANIFEST).exists() and any(target.iterdir()):
-            raise IndexFormatError(
-                f"{target} exists and is not a ragworks index; choose an empty or new folder."
-            )
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        try:
-            self._write(tmp)
-            _swap_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _store.write_index(target, self._manifest(), self._write, lock_timeout=lock_timeout)
         return target
 
-    def _write(self, folder: Path) -> None:
-        manifest = {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
+    def _manifest(self) -> dict[str, Any]:
+        return {
+            "format": _store.INDEX_FORMAT,
             "count": len(self._ids),
             "embedder": self.embedder.spec() if self.embedder else {"name": "none", "dim": 0},
             "bm25": {"k1": self.bm25_params.k1, "b": self.bm25_params.b},
             "fusion": dataclasses.asdict(self.fusion),
         }
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        with (folder / "chunks.jsonl").open("w", encoding="utf-8") as fh:
+
+    def _write(self, folder: Path) -> dict[str, int]:
+        """Write the data files into `folder`; returns the row count of each row file."""
+        with (folder / CHUNKS).open("w", encoding="utf-8") as fh:
             for cid, text, meta in zip(self._ids, self._texts, self._metas, strict=True):
                 fh.write(json.dumps({"id": cid, "text": text, "metadata": meta}, sort_keys=True) + "\n")
+        rows = {CHUNKS: len(self._ids)}
         if self._vectors is not None:
-            np.save(folder / "vectors.npy", self._vectors, allow_pickle=False)
+            np.save(folder / VECTORS, self._vectors, allow_pickle=False)
+            rows[VECTORS] = len(self._ids)
         if self._ids:
             self._ensure_bm25().save(str(folder / "bm25"), show_progress=False)
         ann = self._ensure_ann()
         if ann is not None:
             ann.save(folder / "ann.faiss")
+        return rows
 
     @classmethod
-    def load(cls, path: str | Path) -> LocalIndex:
-        """Read an index folder written by `save`; a missing, old or foreign folder is a clear error."""
+    def load(cls, path: str | Path, *, verify: bool = True) -> LocalIndex:
+        """Read an index folder written by `save`, checking each file against the manifest.
+
+        A missing, old or foreign folder, or a data file whose size, checksum or row count does not
+        match the manifest, is an IndexFormatError naming the file and the rebuild command.
+        `verify=False` checks sizes and row counts but skips the checksums.
+        """
         folder = Path(path)
-        manifest = _read_manifest(folder)
-        embedder = manifest["embedder"]["name"]
+        return _store.read_index(folder, lambda m, data: cls._read(folder, m, data), hashes=verify)
+
+    @classmethod
+    def _read(cls, folder: Path, manifest: Mapping[str, Any], data: Path) -> LocalIndex:
         index = cls(
-            embeddings=embedder,
+            embeddings=manifest["embedder"]["name"],
             bm25=BM25Params(**manifest["bm25"]),
             fusion=FusionParams(**manifest["fusion"]),
         )
-        with (folder / "chunks.jsonl").open(encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                index._rows[row["id"]] = len(index._ids)
-                index._ids.append(row["id"])
-                index._texts.append(row["text"])
-                index._metas.append(row["metadata"])
-        if (folder / "vectors.npy").exists():
-            index._vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        count = int(manifest["count"])
+        index._read_chunks(folder, data / CHUNKS, count)
+        if (data / VECTORS).exists():
+            index._vectors = np.load(data / VECTORS, allow_pickle=False)
+            _store.check_rows(folder, data / VECTORS, index._vectors.shape[0], count)
+        elif index.embedder is not None and count:
+            raise _store.damaged(folder, data / VECTORS, "the file is missing")
         index._tokens = None  # tokenised again only if the index is changed
         index._hashes = None
-        if (folder / "bm25").exists():
-            index._bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
-        if (folder / "ann.faiss").exists() and ann_available():
-            index._ann = HnswIndex.load(folder / "ann.faiss")
+        if (data / "bm25").exists():
+            index._bm25 = bm25s.BM25.load(str(data / "bm25"), show_progress=False)
+        if (data / "ann.faiss").exists() and ann_available():
+            index._ann = HnswIndex.load(data / "ann.faiss")
         return index
+
+    def _read_chunks(self, folder: Path, path: Path, count: int) -> None:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    row = json.loads(line)
+                    cid, text, meta = row["id"], row["text"], row["metadata"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _store.damaged(folder, path, f"line {number} is not a chunk ({exc})") from None
+                self._rows[cid] = len(self._ids)
+                self._ids.append(cid)
+                self._texts.append(text)
+                self._metas.append(meta)
+        _store.check_rows(folder, path, len(self._ids), count)
+
+
+class LocalRetriever(BaseRetriever):
+    """A LangChain retriever over a `LocalIndex`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: LocalIndex
+    k: int = 5
+    mode: SearchMode = "hybrid"
+    filters: dict[str, Any] | None = None
+    tags: list[str] | None = Field(default_factory=lambda: ["ragworks", "local"])
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: Any) -> LocalRetriever:
+        """Open the index folder at `path`."""
+        return cls(index=LocalIndex.load(path), **kwargs)
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[Document]:
+        merged = {**(self.filters or {}), **(filters or {})} or None
+        try:
+            return self.index.search(query, k=k or self.k, filters=merged, mode=self.mode)
+        except RagworksError:
+            raise
+        except Exception as exc:  # a bug or a damaged index: name the backend
+            raise RetrievalError(f"Local index search failed: {exc}", backend="local") from exc
 
 
 def _as_chunk(item: Chunk | Document) -> Chunk:
@@ -408,34 +473,3 @@ def _as_chunk(item: Chunk | Document) -> Chunk:
         return item
     cid = item.id or text_hash(item.page_content)[:32]
     return Chunk(id=cid, text=item.page_content, metadata=dict(item.metadata))
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    hint = f"Build one with: ragworks ingest DOCS --index {folder}"
-    if not folder.is_dir():
-        raise IndexFormatError(f"No index at {folder}. {hint}")
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise IndexFormatError(f"{folder} is not a ragworks index (no {MANIFEST}). {hint}") from None
-    except json.JSONDecodeError as exc:
-        raise IndexFormatError(f"{folder / MANIFEST} is damaged ({exc}). {hint}") from None
-    if manifest.get("format") != INDEX_FORMAT:
-        found = manifest.get("format")
-        raise IndexFormatError(f"{folder} holds a {found!r} index, not a ragworks one. {hint}")
-    if manifest.get("version") != INDEX_VERSION:
-        raise IndexFormatError(
-            f"{folder} was written in index format version {manifest.get('version')}; this ragworks "
-            f"reads version {INDEX_VERSION}. Rebuild it: ragworks ingest DOCS --index {folder}"
-        )
-    return manifest
-
-
-def _swap_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,8 +1,7 @@
 """Retrievers built from config by name: `local`, `databricks-vector-search`, `langchain:<module>:<attr>`.
 
 Example:
-    >>> from ragworks._imports import import_object
-from ragworks.config import RetrieverConfig
+    >>> from ragworks.config import RetrieverConfig
     >>> retriever = get_retriever(RetrieverConfig(type="local", index="./index", k=3))  # doctest: +SKIP
     >>> retriever.invoke("how do I log an agent?")                                      # doctest: +SKIP
 """
@@ -12,20 +11,18 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
-from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
 
 from ragworks._imports import import_object
-from ragworks.config import AgentConfig, RetrieverConfig, SearchMode
-from ragworks.errors import ConfigError, RagworksError, RetrievalError
-from ragworks.retrieval.local import LocalIndex
+from ragworks.config import AgentConfig, RetrieverConfig
+from ragworks.errors import ConfigError
+from ragworks.retrieval.local import LocalRetriever
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["LocalRetriever", "get_retriever", "register_retriever"]
 
 RetrieverFactory = Callable[[RetrieverConfig], BaseRetriever]
 _RETRIEVERS: dict[str, RetrieverFactory] = {}
@@ -39,39 +36,6 @@ def register_retriever(name: str) -> Callable[[RetrieverFactory], RetrieverFacto
         return factory
 
     return decorator
-
-
-class LocalRetriever(BaseRetriever):
-    """A LangChain retriever over a `LocalIndex`."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    index: LocalIndex
-    k: int = 5
-    mode: SearchMode = "hybrid"
-    filters: dict[str, Any] | None = None
-    tags: list[str] | None = Field(default_factory=lambda: ["ragworks", "local"])
-
-    @classmethod
-    def from_path(cls, path: str | Path, **kwargs: Any) -> LocalRetriever:
-        """Open the index folder at `path`."""
-        return cls(index=LocalIndex.load(path), **kwargs)
-
-    def _get_relevant_documents(
-        self,
-        query: str,
-        *,
-        run_manager: CallbackManagerForRetrieverRun,
-        k: int | None = None,
-        filters: dict[str, Any] | None = None,
-    ) -> list[Document]:
-        merged = {**(self.filters or {}), **(filters or {})} or None
-        try:
-            return self.index.search(query, k=k or self.k, filters=merged, mode=self.mode)
-        except RagworksError:
-            raise
-        except Exception as exc:  # a bug or a damaged index: name the backend
-            raise RetrievalError(f"Local index search failed: {exc}", backend="local") from exc
 
 
 @register_retriever("local")

@@ -84,9 +84,14 @@ def test_chunking_respects_size_and_overlap(tmp_path: Path) -> None:
 
 def test_too_large_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "big.txt").write_text("x " * 600_000)
-    report = ingest([tmp_path / "big.txt"], tmp_path / "idx", embeddings="none", max_file_mb=1)
+    (tmp_path / "small.txt").write_text("a small file")
+    report = ingest(
+        [tmp_path / "big.txt", tmp_path / "small.txt"], tmp_path / "idx", embeddings="none", max_file_mb=1
+    )
     assert report.skipped and report.skipped[0][1].startswith("too large")
-    assert not (tmp_path / "idx").exists()
+    with pytest.raises(ConfigError, match="too large"):  # nothing left to index
+        ingest([tmp_path / "big.txt"], tmp_path / "idx2", embeddings="none", max_file_mb=1)
+    assert not (tmp_path / "idx2").exists()
 
 
 def test_missing_path_is_a_config_error(tmp_path: Path) -> None:
@@ -108,7 +113,8 @@ def test_failed_write_leaves_the_old_index_intact(
     with pytest.raises(OSError):
         ingest([docs], tmp_path / "idx", embeddings="hashing")
     assert _tree_digest(tmp_path / "idx") == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".idx")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".idx")] == [".idx.lock"]
+    assert [p.name for p in (tmp_path / "idx").iterdir() if p.name.startswith(".")] == []
 
 
 def test_pdf_text_is_extracted(tmp_path: Path) -> None:
@@ -119,7 +125,9 @@ def test_pdf_text_is_extracted(tmp_path: Path) -> None:
     with (tmp_path / "blank.pdf").open("wb") as fh:
         writer.write(fh)
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
-    report = ingest([tmp_path / "blank.pdf", tmp_path / "broken.pdf"], tmp_path / "idx", embeddings="none")
+    (tmp_path / "ok.txt").write_text("something to index")
+    files = [tmp_path / "blank.pdf", tmp_path / "broken.pdf", tmp_path / "ok.txt"]
+    report = ingest(files, tmp_path / "idx", embeddings="none")
     reasons = dict(report.skipped)
     assert reasons[str((tmp_path / "blank.pdf").as_posix())].startswith("empty")
     assert reasons[str((tmp_path / "broken.pdf").as_posix())].startswith("unreadable")
