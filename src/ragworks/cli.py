@@ -103,6 +103,18 @@ def ingest(
         int, typer.Option("--chunk-overlap", min=0, help="Characters shared by neighbouring chunks.")
     ] = 150,
     max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Skip files larger than this.")] = 50.0,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune/--no-prune",
+            help="Remove the chunks of files under the folders given that this run did not index "
+            "(deleted, or now skipped). Local index only.",
+        ),
+    ] = True,
+    lock_timeout: Annotated[
+        float,
+        typer.Option("--lock-timeout", min=0, help="Seconds to wait for another ingest into --index."),
+    ] = 600.0,
     vector_search: Annotated[
         str | None,
         typer.Option(
@@ -140,6 +152,8 @@ def ingest(
         chunk_overlap=chunk_overlap,
         embeddings=embeddings,
         max_file_mb=max_file_mb,
+        prune=prune,
+        lock_timeout=lock_timeout,
     )
     typer.echo(f"Index {index}: embeddings {report.embedder}")
     typer.echo(report.summary())
