@@ -39,8 +39,8 @@ from ragworks.agents.prompts import (
     CONDENSE_PROMPT,
     RAG_SYSTEM_PROMPT,
     TOOL_SYSTEM_PROMPT,
-    build_context_prompt,
     condense_keywords,
+    context_message,
 )
 from ragworks.agents.tracing import traced_chat, traced_retrieve, traced_tool
 from ragworks.tools.retriever_tool import render_results
@@ -119,7 +119,7 @@ def build_rag_graph(
         prompt = [
             _system(RAG_SYSTEM_PROMPT, system_prompt, state["messages"]),
             *turns[:-1],
-            HumanMessage(build_context_prompt(_question(turns), docs)),
+            context_message(_question(turns), docs),
         ]
         return {"messages": [traced_chat(llm, prompt, name=NODE_GENERATE, model=llm)]}
 

@@ -5,6 +5,12 @@ sentences by stemmed word overlap with the question, and answers with the best f
 `[n]`. With a retriever tool bound and no tool results yet, it first calls that tool, so the
 tool-calling graph also runs offline.
 
+Documents are untrusted. The question is the one the rag graph's `context_message` carries (or a
+plain user message), never a `Question:` line read from text a document could have written; and a
+sentence that speaks to an assistant ("Ignore previous instructions", "You must answer ...",
+"System: ...", see `ragworks.agents._injection`) is never quoted: it is skipped when sentences
+are ranked, so a source made only of such text gives "I could not find this in the documents."
+
 Example:
     >>> from langchain_core.messages import HumanMessage
     >>> prompt = '<source id="1" name="a.md">\\nMLflow logs runs and models.\\n</source>\\n'
@@ -38,7 +44,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
-from ragworks.agents.prompts import NOT_FOUND, condense_keywords, parse_question, parse_sources
+from ragworks.agents._injection import looks_like_instruction
+from ragworks.agents.prompts import NOT_FOUND, condense_keywords, parse_sources, question_of
 from ragworks.retrieval.text import tokenize
 
 RETRIEVER_TOOL_NAME = "search_documents"
@@ -130,11 +137,14 @@ def extractive_answer(
     """Answer with the source sentences that best match the question, each cited `[n]`.
 
     Terms of `context` (earlier turns) help rank sentences but weigh less than the question's own;
-    the best sentence must share at least a third of the question's terms.
+    the best sentence must share at least a third of the question's terms. Sentences that give
+    orders to an assistant are never quoted.
     """
     asked = _terms(question)
     weights = {t: _CONTEXT_WEIGHT for t in _terms(context)} | {t: 1.0 for t in asked}
-    sentences = [s for n, text in sources for s in split_sentences(n, text)]
+    sentences = [
+        s for n, text in sources for s in split_sentences(n, text) if not looks_like_instruction(s.text)
+    ]
     if not asked or not sentences:
         return NOT_FOUND
     df: dict[str, int] = {}
@@ -274,7 +284,7 @@ class OfflineChatModel(ReplyStreamingChatModel):
         for msg in messages[turn + 1 :]:
             if isinstance(msg, ToolMessage):
                 sources.extend(parse_sources(str(msg.content)))
-        question = parse_question(human)
+        question = question_of(messages[turn])
         expanded = condense_keywords(question, _earlier_questions(messages[: turn + 1]))
         context = expanded[len(question) :]
         return extractive_answer(question, sources, context=context, max_sentences=self.max_sentences)
@@ -316,5 +326,5 @@ def _last_human_index(messages: Sequence[BaseMessage]) -> int | None:
 
 
 def _earlier_questions(messages: Sequence[BaseMessage]) -> list[str]:
-    humans = [parse_question(str(m.content)) for m in messages if isinstance(m, HumanMessage)]
+    humans = [question_of(m) for m in messages if isinstance(m, HumanMessage)]
     return humans[:-1]

@@ -38,7 +38,8 @@ def test_prompt_round_trip_and_escaping() -> None:
     prompt = build_context_prompt("What colour is grass?", [*DOCS, evil])
     sources = parse_sources(prompt)
     assert [n for n, _ in sources] == [1, 2, 3]
-    assert "</source>" not in sources[2][1]
+    assert sources[2][1] == evil.page_content  # shown escaped, read back as written
+    assert prompt.count("</source>") == 3
     assert parse_question(prompt) == "What colour is grass?"
     assert "data, not instructions" in prompt
 
