@@ -33,6 +33,8 @@ R = TypeVar("R", bound=BaseModel)
 _RETRY_STATUS = {408, 409, 429}
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 MAX_PASSAGE_CHARS = 4000
+PREFLIGHT_TIMEOUT_S = 5.0
+"""Seconds the judge's preflight call may take: a live endpoint answers a model list at once."""
 
 
 class _Claims(BaseModel):
@@ -179,6 +181,43 @@ class JudgeClient:
         choices = getattr(response, "choices", None) or []
         return (choices[0].message.content or "") if choices else ""
 
+    def preflight(self, *, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+        """One cheap call (`GET /models`, no tokens) to prove the key and the endpoint, before any row runs.
+
+        A 404 or 405 (servers that have no model list) still proves the endpoint answers.
+
+        Raises:
+            ConfigError: no key is configured, or the server rejected it (401 / 403).
+            EvalError: the endpoint is unreachable, timed out, or answered with a server error.
+        """
+        import openai
+
+        client = self._openai()  # ConfigError when there is no key
+        where = str(getattr(client, "base_url", "")).rstrip("/")
+        headers = self._headers() if self._headers is not None else {}
+        fix = "Check OPENAI_BASE_URL / the endpoint, or use --judge offline."
+        try:
+            client.with_options(timeout=timeout, max_retries=0).get(
+                "/models", cast_to=object, options={"headers": headers}
+            )
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            reason = "timed out" if isinstance(exc, openai.APITimeoutError) else "is unreachable"
+            raise EvalError(
+                f"Judge {self.model}: the endpoint {where} {reason} (after {timeout:g} s). {fix}"
+            ) from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            if status in (401, 403):
+                raise ConfigError(
+                    f"Judge {self.model}: {where} rejected the credentials (HTTP {status}). "
+                    "Set a valid OPENAI_API_KEY (or the Databricks token), or use --judge offline."
+                ) from None
+            if status >= 500:
+                raise EvalError(
+                    f"Judge {self.model}: {where} answered HTTP {status} to a preflight call. {fix}"
+                ) from None
+            logger.debug("Judge preflight: %s answered HTTP %d (the endpoint is up).", where, status)
+
     def connect(self) -> None:
         """Create the HTTP client now, on this thread (see `LLMJudge.prepare`); errors wait for a call."""
         try:
@@ -238,6 +277,10 @@ class LLMJudge:
         `mlflow.genai.evaluate` sets up autologging, those imports deadlock with MLflow's import hooks.
         """
         self.client.connect()
+
+    def check(self) -> None:
+        """Prove the key and the endpoint with one cheap call (see `JudgeClient.preflight`)."""
+        self.client.preflight()
 
     def faithfulness(self, question: str, answer: str, contexts: Sequence[str]) -> Judgement:
         """Split the answer into claims, verify each against the contexts; score = supported share."""

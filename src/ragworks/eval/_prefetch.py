@@ -1,29 +1,30 @@
-"""Predict every row and run the judge scorers in our own pools, overlapping `mlflow.genai.evaluate`.
+"""The eval fast path, and the one place the eval code touches MLflow internals (feature-detected at import).
 
 With `predict_fn`, `mlflow.genai.evaluate` exports each trace synchronously (five SQLite
 transactions per two-span trace), starts its predict and score rate limiters at 10 calls/s, and
 traces every judge HTTP call through OpenAI autologging (one more trace per call, deleted again at
-the end). So the runner pipelines the work instead:
+the end). So `evaluate` here pipelines the work instead:
 
 1. `predict_rows`: the agent runs on every row in a pool, traced exactly as `evaluate` would trace
    it (MLflow's own predict_fn wrapper and eval autologging). The traces are stored in batches
    (`ragworks.trace_export.batched_export`) and kept in memory, so no trace is read back;
 2. as each row's prediction returns, `JudgePool.submit` starts its judge scorers in a pool, outside
    autologging, so only the judge's own bound (`concurrency`) limits them;
-3. `evaluate` gets the traces as `data` and `memoised` scorers that wait for those results, so it
-   logs assessments and links traces while later rows are still being judged;
-4. at its end `evaluate` re-reads every trace to pick up the assessments, one `get_trace` each
-   (1.7 s for 200 rows here, after the last judgement); `batched_trace_refresh` makes that one
-   `search_traces` over the run for the infos, reusing the spans in hand (a scoped patch of the
-   harness, with MLflow's own as fallback).
+3. `mlflow.genai.evaluate` gets the traces as `data` and `memoised` scorers that wait for those
+   results, so it logs assessments and links traces while later rows are still being judged;
+4. while it runs (`tuned_harness`), its scorer rate limiter is off when every scorer is ours (the
+   judging already happened under our judge's bound; the lookups cost nothing), unless the user set
+   MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT; and its final re-read of every trace (one `get_trace`
+   each, 1.7 s for 200 rows here) is one `search_traces` over the run reusing the spans in hand.
+
+The internals used: `convert_predict_fn`, `configure_autologging_for_evaluation` and the harness's
+`_refresh_eval_result_traces` and `_get_scorer_rate_config`. `AVAILABLE` says whether this MLflow
+has them all; where it does not, `run_suite` uses stock `evaluate(predict_fn=...)` and
+`log_fallback_once` says so once per process.
 
 Example:
-    >>> with configure_autologging_for_evaluation(enable_tracing=True):                 # doctest: +SKIP
-    ...   with JudgePool(judge_scorers, workers=8) as judging:
-    ...     rows = predict_rows(predict_fn, suite.to_records(), workers=8, on_row=judging.submit)
-    ...     judging.pause()  # until evaluate's own autologging setup is done (see JudgePool)
-    ...     mlflow.genai.evaluate(data=[r.record for r in rows],
-    ...                           scorers=[memoised(s, judging) for s in judge_scorers])
+    >>> result = evaluate(predict_fn, suite.to_records(), scorers, ahead=judge_scorers,  # doctest: +SKIP
+    ...                   prepare=None, workers=8, unthrottled=True)
 """
 
 from __future__ import annotations
@@ -34,10 +35,88 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.genai.evaluation.entities import EvaluationResult
 
 logger = logging.getLogger(__name__)
+_HARNESS_HOOKS = ("_refresh_eval_result_traces", "_get_scorer_rate_config")
+
+
+def _detect() -> tuple[ModuleType | None, list[str]]:
+    """The evaluation harness module and the names of the internals this MLflow lacks."""
+    missing = []
+    try:
+        from mlflow.genai.utils.trace_utils import convert_predict_fn  # noqa: F401
+    except ImportError:
+        missing.append("mlflow.genai.utils.trace_utils.convert_predict_fn")
+    try:
+        from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation  # noqa: F401
+    except ImportError:
+        missing.append("mlflow.models.evaluation.utils.trace.configure_autologging_for_evaluation")
+    try:
+        from mlflow.genai.evaluation import harness
+    except ImportError:
+        return None, [*missing, "mlflow.genai.evaluation.harness"]
+    missing += [f"harness.{name}" for name in _HARNESS_HOOKS if not callable(getattr(harness, name, None))]
+    return harness, missing
+
+
+_harness, MISSING = _detect()
+AVAILABLE = not MISSING
+"""Whether this MLflow has every internal the fast path uses (else: stock `evaluate`)."""
+_fallback_logged = threading.Event()
+
+
+def log_fallback_once() -> None:
+    """Say, once per process, that the fast path is off on this MLflow and why."""
+    if not _fallback_logged.is_set():
+        _fallback_logged.set()
+        logger.warning(
+            "ragworks' eval fast path is off: this MLflow lacks %s; "
+            "using mlflow.genai.evaluate(predict_fn=...) (slower, same results).",
+            ", ".join(MISSING),
+        )
+
+
+def evaluate(
+    predict_fn: Callable[..., Any],
+    records: Sequence[dict[str, Any]],
+    scorers: Sequence[Any],
+    *,
+    ahead: Sequence[Any],
+    prepare: Callable[[], None] | None,
+    workers: int,
+    unthrottled: bool,
+) -> EvaluationResult:
+    """Predict and judge in our pools while `mlflow.genai.evaluate` logs and aggregates.
+
+    Args:
+        predict_fn: called as `predict_fn(**inputs)` on each record.
+        records: the suite's records (inputs, expectations, tags).
+        scorers: every scorer of the run (Any: mlflow Scorers).
+        ahead: those of `scorers` to run in our pool as rows arrive (the judge-bound ones).
+        prepare: the judge's `prepare`, run here before judging starts (see `JudgePool`).
+        workers: rows predicted and scorers run at once.
+        unthrottled: every scorer is ours: `evaluate`'s scorer rate limiter may be turned off.
+    """
+    import mlflow
+    from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
+
+    if prepare is not None and ahead:
+        prepare()  # the judge's client or model imports its modules here, not on a judge thread
+    early = {id(s) for s in ahead}
+    with (
+        configure_autologging_for_evaluation(enable_tracing=True),
+        JudgePool(ahead, workers=workers) as judging,
+    ):
+        rows = predict_rows(predict_fn, records, workers=workers, on_row=judging.submit)
+        lookups = [memoised(s, judging) if id(s) in early else s for s in scorers]
+        judging.pause()  # evaluate first sets up autologging: no judge job may run then (JudgePool)
+        with tuned_harness(unthrottled=unthrottled):
+            return mlflow.genai.evaluate(data=[r.record for r in rows], scorers=lookups)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -48,16 +127,6 @@ class Row:
     """inputs, outputs, expectations, tags and (once known) trace (Any: JSON and a Trace)."""
     trace_id: str = ""
     error: str | None = None
-
-
-def supported() -> bool:
-    """Whether this MLflow has the evaluate internals `predict_rows` reuses (checked, not assumed)."""
-    try:
-        from mlflow.genai.utils.trace_utils import convert_predict_fn  # noqa: F401
-        from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class JudgePool:
@@ -233,17 +302,20 @@ def _attach_traces(rows: list[Row]) -> None:
 
 
 @contextmanager
-def batched_trace_refresh() -> Iterator[None]:
-    """While the block runs, `evaluate`'s final trace refresh reads the run's traces in one search."""
-    try:
-        from mlflow.genai.evaluation import harness
-    except ImportError:
+def tuned_harness(*, unthrottled: bool) -> Iterator[None]:
+    """While the block runs, `evaluate`'s final trace refresh is one search over the run, and (when
+    `unthrottled` and the user set no MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT) its scorers are not rate limited.
+
+    A scoped patch of the harness module (see the module docstring); MLflow's own functions are back on exit.
+    """
+    from mlflow.environment_variables import MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT
+
+    harness = _harness
+    if harness is None or not AVAILABLE:
         yield
         return
-    original = getattr(harness, "_refresh_eval_result_traces", None)
-    if original is None:  # another MLflow: keep its own
-        yield
-        return
+    refresh_original = getattr(harness, "_refresh_eval_result_traces")  # noqa: B009 (checked in _detect)
+    rate_original = getattr(harness, "_get_scorer_rate_config")  # noqa: B009
 
     def refresh(eval_results: list[Any]) -> None:  # Any: the harness's EvalResult
         try:
@@ -252,13 +324,19 @@ def batched_trace_refresh() -> Iterator[None]:
             logger.debug("Batched trace refresh failed (%s); refreshing trace by trace.", exc)
             missing = eval_results
         if missing:
-            original(missing)
+            refresh_original(missing)
 
-    harness._refresh_eval_result_traces = refresh
+    def no_rate_limit(*args: object, **kwargs: object) -> tuple[float | None, bool]:
+        return None, False  # (requests per second: none, adaptive: no), as for a limit of "0"
+
+    setattr(harness, "_refresh_eval_result_traces", refresh)  # noqa: B010
+    if unthrottled and not MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT.is_set():
+        setattr(harness, "_get_scorer_rate_config", no_rate_limit)  # noqa: B010
     try:
         yield
     finally:
-        harness._refresh_eval_result_traces = original
+        setattr(harness, "_refresh_eval_result_traces", refresh_original)  # noqa: B010
+        setattr(harness, "_get_scorer_rate_config", rate_original)  # noqa: B010
 
 
 def _refresh_by_search(eval_results: list[Any]) -> list[Any]:

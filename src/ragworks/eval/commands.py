@@ -46,6 +46,12 @@ def eval_command(
         str | None,
         typer.Option("--baseline", help="A run id; exit 1 when a metric drops below its interval."),
     ] = None,
+    allow_errors: Annotated[
+        bool,
+        typer.Option(
+            "--allow-errors", help="Report metrics with rows in error (or none scored) without exit 1."
+        ),
+    ] = False,
     k: Annotated[int, typer.Option("-k", min=1, help="Cut-off of the retrieval metrics.")] = 5,
     experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment name.")] = None,
     concurrency: Annotated[
@@ -53,6 +59,9 @@ def eval_command(
     ] = 8,
 ) -> None:
     """Evaluate an agent on a suite, log the run to MLflow, and exit 1 when a threshold fails.
+
+    A metric with rows in error (a judge that could not run) also exits 1, unless --allow-errors.
+    --fail-under names and the judge (key, endpoint) are checked before any row runs.
 
     Example: ragworks eval suite.yaml --config agent.yaml --judge offline --fail-under faithfulness=0.8
     """
@@ -72,6 +81,7 @@ def eval_command(
         judge=judge,
         k=k,
         fail_under=parse_thresholds(fail_under),
+        allow_errors=allow_errors,
         baseline_run_id=baseline,
         experiment=experiment,
         concurrency=concurrency,
@@ -79,7 +89,9 @@ def eval_command(
     typer.echo(result.summary())
     typer.echo(f"MLflow run {result.run_id} (report artifact: {result.report})")
     if not result.passed:
-        problems = result.failures + [f"{r.metric} regressed" for r in result.regressions]
+        problems = [*result.failures, *result.errors, *(f"{r.metric} regressed" for r in result.regressions)]
+        if result.errors:
+            problems.append("pass --allow-errors to report metrics in error without failing")
         raise EvalError(f"Suite {result.suite!r} failed: {'; '.join(problems)}.")
 
 

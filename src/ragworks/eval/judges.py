@@ -42,7 +42,9 @@ class Judge(Protocol):
     """What every judge backend offers.
 
     A judge may also have `prepare()`, which `run_suite` calls on its own thread before judging from
-    a pool: it loads what the judge loads lazily (a client, a model), so no judge thread imports.
+    a pool: it loads what the judge loads lazily (a client, a model), so no judge thread imports;
+    and `check()`, which `run_suite` calls before any row runs and which raises `ConfigError` /
+    `EvalError` when the judge cannot work (no key, an endpoint that does not answer).
 
     Usage example:
         >>> judge = get_judge("offline:lexical")

@@ -16,6 +16,13 @@ def _fmt(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
+def verdict(result: SuiteResult) -> str:
+    """PASSED, PASSED with the errors it was allowed, or FAILED."""
+    if not result.passed:
+        return "FAILED"
+    return "PASSED (errors allowed)" if result.errors else "PASSED"
+
+
 def summary_table(result: SuiteResult) -> str:
     """Metrics as an aligned text table, then the thresholds / regressions verdict."""
     width = max([len("metric"), *(len(n) for n in result.metrics)])
@@ -27,12 +34,13 @@ def summary_table(result: SuiteResult) -> str:
         stats = ", ".join(f"{k} {v}" for k, v in result.judge_stats.items())
         lines.append(f"judge {result.judge}: {stats}")
     lines.extend(f"FAIL {f}" for f in result.failures)
+    lines.extend(f"{'ALLOWED ERROR' if result.allow_errors else 'ERROR'} {e}" for e in result.errors)
     lines.extend(
         f"REGRESSION {r.metric}: {r.current:.3f} < baseline bound {r.bound:.3f} "
         f"(baseline mean {r.baseline:.3f})"
         for r in result.regressions
     )
-    lines.append("PASSED" if result.passed else "FAILED")
+    lines.append(verdict(result))
     return "\n".join(lines)
 
 
@@ -74,8 +82,9 @@ def render_markdown(result: SuiteResult) -> str:
         lines.append(
             f"| {name} | {_fmt(m.mean)} | [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}] | {m.n} | {m.errors} |"
         )
-    lines += ["", "**PASSED**" if result.passed else "**FAILED**"]
+    lines += ["", f"**{verdict(result)}**"]
     lines += [f"- {f}" for f in result.failures]
+    lines += [f"- error {e}" for e in result.errors]
     lines += [f"- regression {r.metric}: {r.current:.3f} < {r.bound:.3f}" for r in result.regressions]
     return "\n".join(lines) + "\n"
 
@@ -89,8 +98,7 @@ def render_html(result: SuiteResult) -> str:
             f"<tr><td>{esc(name)}</td><td>{_fmt(m.mean)}</td><td>[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
             f"</td><td>{m.n}</td><td>{m.errors}</td><td>{_svg(result.values.get(name, []))}</td></tr>"
         )
-    verdict = "PASSED" if result.passed else "FAILED"
-    problems = "".join(f"<li>{esc(f)}</li>" for f in result.failures) + "".join(
+    problems = "".join(f"<li>{esc(f)}</li>" for f in [*result.failures, *result.errors]) + "".join(
         f"<li>regression {esc(r.metric)}: {r.current:.3f} &lt; {r.bound:.3f}</li>" for r in result.regressions
     )
     table = (
@@ -101,7 +109,8 @@ def render_html(result: SuiteResult) -> str:
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;"
         "vertical-align:top;font-size:13px}table{border-collapse:collapse}</style></head><body>"
         f"<h1>Eval report: {esc(result.suite)}</h1><p>Run <code>{esc(result.run_id)}</code>, judge "
-        f"<code>{esc(result.judge)}</code>, {result.elapsed_s:.1f}s.</p><h2>{verdict}</h2><ul>{problems}</ul>"
+        f"<code>{esc(result.judge)}</code>, {result.elapsed_s:.1f}s.</p>"
+        f"<h2>{verdict(result)}</h2><ul>{problems}</ul>"
         "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th><th>errors</th>"
         "<th>histogram</th></tr>"
         f"{''.join(rows)}</table><h2>Rows</h2>{table}</body></html>"

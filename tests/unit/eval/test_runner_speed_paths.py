@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import mlflow
@@ -10,7 +9,7 @@ import pytest
 from mlflow.entities import Document, Feedback, SpanType
 
 from ragworks.eval import _prefetch
-from ragworks.eval.runner import _eval_env, _scoped_env, run_suite
+from ragworks.eval.runner import run_suite
 from ragworks.eval.suite import EvalSuite
 
 SUITE = EvalSuite.model_validate(
@@ -155,28 +154,10 @@ def test_batched_trace_refresh_gives_results_their_assessments_and_keeps_their_s
             ids.append(mlflow.get_last_active_trace_id())
         mlflow.flush_trace_async_logging()
         traces = [mlflow.get_trace(trace_id) for trace_id in ids]
-        with _prefetch.batched_trace_refresh():
+        with _prefetch.tuned_harness(unthrottled=False):
             evaluation = mlflow.genai.evaluate(data=traces, scorers=[const])
     assert any(kw.get("include_spans") is False for kw in searches)  # the one batched refresh
     frame = evaluation.result_df
     for spans, assessments in zip(frame["spans"], frame["assessments"], strict=True):
         assert len(spans) == 1
         assert "const" in {a["assessment_name"] for a in assessments}
-
-
-def test_eval_env_turns_off_the_scorer_rate_limit_only_for_our_scorers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT", raising=False)
-    assert _eval_env(4, own_scorers_only=True) == {
-        "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
-        "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0",
-    }
-    assert _eval_env(4, own_scorers_only=False) == {"MLFLOW_GENAI_EVAL_MAX_WORKERS": "4"}
-    monkeypatch.setenv("MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT", "5")
-    assert "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT" not in _eval_env(4, own_scorers_only=True)
-    monkeypatch.delenv("MLFLOW_GENAI_EVAL_MAX_WORKERS", raising=False)
-    with _scoped_env({"MLFLOW_GENAI_EVAL_MAX_WORKERS": "3", "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0"}):
-        assert os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] == "3"
-    assert "MLFLOW_GENAI_EVAL_MAX_WORKERS" not in os.environ
-    assert os.environ["MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT"] == "5"
