@@ -71,11 +71,22 @@ class IngestConfig(_Strict):
     """Files larger than this are skipped."""
 
 
+class ModelOptions(_Strict):
+    """How calls to a remote chat model (`openai:`, `databricks:`) are bounded."""
+
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds one model call may take (each read of a stream); capped by the request's time left."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Further attempts after a 429, 5xx, timeout or lost connection, while the request has time left."""
+
+
 class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
 
     llm: str = "offline"
     """`offline`, `openai:<model>` or `databricks:<endpoint>`."""
+    llm_options: ModelOptions = Field(default_factory=ModelOptions)
+    """Timeout and retries of the model calls (`openai:` and `databricks:` models)."""
     agent: Literal["rag", "tool-calling"] = "rag"
     """`rag` (retrieve, then answer) or `tool-calling` (the model decides which tools to call)."""
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)

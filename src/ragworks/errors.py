@@ -33,7 +33,15 @@ class RetrievalError(RagworksError):
 
 
 class ModelError(RagworksError):
-    """A chat or embedding model call failed."""
+    """A chat or embedding model call failed; `status` and `retry_after` say how the server should answer."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status for the client: 502 (the model failed; also when None), 503 (it is overloaded
+        or rate limited), 504 (it timed out)."""
+        self.retry_after = retry_after
+        """Seconds the model asked callers to wait (its Retry-After header), when it said."""
 
 
 class ToolError(RagworksError):

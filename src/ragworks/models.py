@@ -28,18 +28,39 @@ if TYPE_CHECKING:
 
 
 def get_chat_model(
-    name: str = "offline", *, temperature: float = 0.0, max_tokens: int | None = None
+    name: str = "offline",
+    *,
+    temperature: float = 0.0,
+    max_tokens: int | None = None,
+    timeout_s: float = 60.0,
+    max_retries: int = 2,
 ) -> BaseChatModel:
-    """Build the chat model a config names; no network call and no key lookup happen here."""
+    """Build the chat model a config names; no network call and no key lookup happen here.
+
+    Args:
+        name: `offline`, `openai:<model>` or `databricks:<endpoint>`.
+        temperature: Sampling temperature (remote models).
+        max_tokens: Longest answer, in tokens.
+        timeout_s: Seconds one call may take (remote models), capped by the request's time left.
+        max_retries: Further attempts after a 429, a 5xx, a timeout or a connection error (remote models).
+    """
     if name == "offline":
         from ragworks.agents.offline import OfflineChatModel
 
         return OfflineChatModel(max_tokens=max_tokens)
     provider, _, model = name.partition(":")
-    if provider == "openai" and model:
-        return _openai_model(model, temperature=temperature, max_tokens=max_tokens)
-    if provider == "databricks" and model:
-        return _databricks_model(model, temperature=temperature, max_tokens=max_tokens)
+    if provider in ("openai", "databricks") and model:
+        from ragworks.agents.openai_chat import OpenAIChatModel
+
+        return OpenAIChatModel(
+            model_name=model,
+            client_factory=make_databricks_client if provider == "databricks" else make_openai_client,
+            provider=provider,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
     raise ConfigError(
         f"Unknown chat model {name!r}. Use 'offline', 'openai:<model>' (e.g. 'openai:gpt-4o-mini') "
         "or 'databricks:<serving endpoint>'."
@@ -59,18 +80,8 @@ def make_openai_client() -> openai.OpenAI:
                 "OpenAI-compatible server, or use llm: offline."
             )
         api_key = "unused"  # local servers (vLLM, Ollama, the test stub) accept any key
-    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=2, timeout=120.0)
-
-
-def _openai_model(model: str, *, temperature: float, max_tokens: int | None) -> BaseChatModel:
-    from ragworks.agents.openai_chat import OpenAIChatModel
-
-    return OpenAIChatModel(
-        model_name=model,
-        client_factory=make_openai_client,
-        temperature=temperature,
-        max_tokens=max_tokens,
-    )
+    # Retries and per-call timeouts are the chat model's (bounded by the request being served).
+    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=60.0)
 
 
 def make_databricks_client() -> openai.OpenAI:
@@ -93,16 +104,4 @@ def make_databricks_client() -> openai.OpenAI:
         return header.removeprefix("Bearer ")
 
     host = (config.host or "").rstrip("/")
-    return openai.OpenAI(api_key=token, base_url=f"{host}/serving-endpoints", max_retries=2, timeout=120.0)
-
-
-def _databricks_model(endpoint: str, *, temperature: float, max_tokens: int | None) -> BaseChatModel:
-    from ragworks.agents.openai_chat import OpenAIChatModel
-
-    return OpenAIChatModel(
-        model_name=endpoint,
-        client_factory=make_databricks_client,
-        provider="databricks",
-        temperature=temperature,
-        max_tokens=max_tokens,
-    )
+    return openai.OpenAI(api_key=token, base_url=f"{host}/serving-endpoints", max_retries=0, timeout=60.0)

@@ -27,7 +27,13 @@ def build_graph(config: ConfigLike = None) -> CompiledStateGraph:
     """Compile the graph a config describes: the rag graph or the tool-calling agent."""
     cfg = AgentConfig.load(config)
     retriever = get_retriever(cfg.retriever)
-    llm = get_chat_model(cfg.llm, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    llm = get_chat_model(
+        cfg.llm,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        timeout_s=cfg.llm_options.timeout_s,
+        max_retries=cfg.llm_options.max_retries,
+    )
     if cfg.agent == "rag":
         return build_rag_graph(retriever, llm, system_prompt=cfg.system_prompt)
     tools = agent_tools(retriever, cfg.tools)

@@ -1,9 +1,15 @@
 """A LangChain chat model over the `openai` client, for any OpenAI-compatible chat-completions server.
 
 Streaming, tool calling (`bind_tools`), token usage, and retries on 429 / 5xx / connection errors
-(the `openai` client's own backoff; requests are retried before any token is streamed, never after).
-Failures become `ModelError`s that say what to check. The API key is resolved on first use and is
-never part of the model's repr, its identifying params, or a trace.
+and timeouts (requests are retried before any token is streamed, never after). Each attempt's timeout
+is `timeout_s` capped by the time left to the request being served (`agents.deadline`); retries stop
+when that time cannot cover another attempt, and a stream stops once the request is abandoned.
+
+A reply that is not a whole answer is an error, never a shorter answer: a stream that breaks, sends
+a chunk that is not JSON or has no choices (other than the usage chunk), or ends before its finish
+reason, and a plain reply that is not a chat completion, all raise a `ModelError` that names the
+model (`provider:name`) and carries the HTTP status the server answers (502, 503, 504). The API key
+is resolved on first use and is never part of the model's repr, its identifying params, or a trace.
 
 Example:
     >>> model = OpenAIChatModel(model_name="gpt-4o-mini", client_factory=make_openai_client)  # doctest: +SKIP
@@ -12,8 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -27,13 +36,22 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from openai import Stream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import Field, PrivateAttr
 
+from ragworks.agents import deadline
 from ragworks.agents._messages import message_to_dict
+from ragworks.agents._openai_errors import model_error, retry_after, retryable
 from ragworks.errors import ModelError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+MIN_ATTEMPT_S = 0.5
+"""A retry starts only when at least this long (or all of `timeout_s`, if shorter) is left for it."""
+MAX_RETRY_WAIT_S = 30.0
+"""A model that asks for a longer wait than this is not retried; its Retry-After goes to the caller."""
 
 
 class OpenAIChatModel(BaseChatModel):
@@ -49,6 +67,10 @@ class OpenAIChatModel(BaseChatModel):
     max_tokens: int | None = None
     stream_usage: bool = True
     """Ask for token usage on streams (`stream_options.include_usage`)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds one attempt may take (per read of a stream), capped by the request's time left."""
+    max_retries: int = Field(default=2, ge=0)
+    """Further attempts after a retryable failure (429, 5xx, timeouts, connection errors)."""
     _client: openai.OpenAI | None = PrivateAttr(default=None)
 
     @property
@@ -76,9 +98,15 @@ class OpenAIChatModel(BaseChatModel):
             kwargs["tool_choice"] = {"type": "function", "function": {"name": tool_choice}}
         return super().bind(tools=formatted, **kwargs)
 
+    @property
+    def label(self) -> str:
+        """The model as a config names it, `provider:name`, for messages."""
+        return f"{self.provider}:{self.model_name}"
+
     def _client_once(self) -> openai.OpenAI:
         if self._client is None:
-            self._client = self.client_factory()
+            # Retries are ours (bounded by the request's deadline), never the client's as well.
+            self._client = self.client_factory().with_options(max_retries=0)
         return self._client
 
     def _params(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> dict[str, Any]:
@@ -92,33 +120,61 @@ class OpenAIChatModel(BaseChatModel):
         params.update({k: v for k, v in kwargs.items() if k in ("tools", "tool_choice")})
         return params
 
-    def _call(self, fn: Callable[[openai.OpenAI], T]) -> T:
-        try:
-            return fn(self._client_once())
-        except openai.APIError as exc:
-            raise self._error(exc) from exc
+    def _call(self, fn: Callable[[openai.OpenAI, float], T]) -> T:
+        """Run `fn(client, timeout)`, retrying what another attempt may fix while time is left."""
+        client = self._client_once()
+        for attempt in itertools.count():
+            timeout = self._attempt_timeout()
+            try:
+                return fn(client, timeout)
+            except openai.APIError as exc:
+                error = model_error(exc, self.label, timeout=timeout)
+                wait = self._retry_wait(exc, error, attempt)
+                if wait is None:
+                    raise error from exc
+                logger.warning("%s; retrying in %.2f s (attempt %d)", error, wait, attempt + 2)
+                self._sleep(wait)
+            except json.JSONDecodeError as exc:
+                raise ModelError(
+                    f"The model {self.label} answered with a body that is not valid JSON ({exc}).", status=502
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _error(self, exc: openai.APIError) -> ModelError:
-        where = f"{self.provider} model {self.model_name!r}"
-        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            hint = (
-                "DATABRICKS_TOKEN / your Databricks profile"
-                if self.provider == "databricks"
-                else "OPENAI_API_KEY"
-            )
-            return ModelError(f"The {where} rejected the credentials ({exc.status_code}). Check {hint}.")
-        if isinstance(exc, openai.NotFoundError):
-            return ModelError(f"The {where} was not found (404). Check the name after '{self.provider}:'.")
-        if isinstance(exc, openai.RateLimitError):
-            return ModelError(
-                f"The {where} is rate limited (429) even after retries. Wait, or lower concurrency."
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            hint = "DATABRICKS_HOST" if self.provider == "databricks" else "OPENAI_BASE_URL"
-            return ModelError(f"Cannot reach the {where}: {exc}. Check {hint} and the network.")
-        if isinstance(exc, openai.APIStatusError):
-            return ModelError(f"The {where} failed with HTTP {exc.status_code}: {exc.message}")
-        return ModelError(f"The {where} failed: {exc}")
+    def _attempt_timeout(self) -> float:
+        left = deadline.remaining()
+        if deadline.cancelled():
+            raise self._out_of_time("before calling it")
+        return self.timeout_s if left is None else min(self.timeout_s, left)
+
+    def _retry_wait(self, exc: openai.APIError, error: ModelError, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when there is none to make."""
+        if attempt >= self.max_retries or not retryable(exc):
+            return None
+        asked = error.retry_after
+        if asked is None and isinstance(exc, openai.APIStatusError):
+            asked = retry_after(exc.response.headers)
+        wait = asked if asked is not None else min(4.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)
+        if wait > MAX_RETRY_WAIT_S:
+            return None
+        left = deadline.remaining()
+        if left is not None and left - wait < min(self.timeout_s, MIN_ATTEMPT_S):
+            return None  # the request's time cannot cover another attempt
+        return wait
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait between attempts, giving up as soon as the request is abandoned."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if deadline.cancelled():
+                raise self._out_of_time("between retries")
+            time.sleep(min(left, 0.05))
+
+    def _out_of_time(self, where: str) -> ModelError:
+        return ModelError(
+            f"The request's time ran out (or it was cancelled) {where} of the model {self.label}; "
+            "the call was stopped.",
+            status=504,
+        )
 
     def _generate(
         self,
@@ -129,18 +185,32 @@ class OpenAIChatModel(BaseChatModel):
     ) -> ChatResult:
         params = self._params(messages, stop, **kwargs)
         logger.info("Chat completion: %s %s", self.provider, self.model_name)
-        response = self._call(lambda c: c.chat.completions.create(**params))
+        response = self._call(lambda c, t: c.chat.completions.create(**params, timeout=t))
+        return ChatResult(generations=[ChatGeneration(message=self._reply_message(response))])
+
+    def _reply_message(self, response: Any) -> AIMessage:
+        # Any: a ChatCompletion when the server kept to the API; anything else is reported, not parsed.
+        if not isinstance(response, ChatCompletion):
+            raise ModelError(
+                f"The model {self.label} answered with something that is not a chat completion: "
+                f"{str(response)[:120]!r}. Check that {self.provider}'s base URL points at the API.",
+                status=502,
+            )
         if not response.choices:
-            raise ModelError(f"The {self.provider} model {self.model_name!r} returned no choices.")
+            raise ModelError(f"The model {self.label} returned no choices.", status=502)
         choice = response.choices[0]
-        message = AIMessage(
-            content=choice.message.content or "",
-            tool_calls=_tool_calls(choice.message.tool_calls),
-            id=response.id,
-            usage_metadata=_usage(response.usage),
-            response_metadata={"model_name": response.model, "finish_reason": choice.finish_reason},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        if choice.message is None:
+            raise ModelError(f"The model {self.label} returned a choice without a message.", status=502)
+        try:
+            return AIMessage(
+                content=choice.message.content or "",
+                tool_calls=_tool_calls(choice.message.tool_calls),
+                id=response.id,
+                usage_metadata=_usage(response.usage),
+                response_metadata={"model_name": response.model, "finish_reason": choice.finish_reason},
+            )
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ModelError(f"The model {self.label} returned a malformed reply: {exc}", status=502) from exc
 
     def _stream(
         self,
@@ -153,18 +223,78 @@ class OpenAIChatModel(BaseChatModel):
         if self.stream_usage:
             params["stream_options"] = {"include_usage": True}
         logger.info("Chat completion (stream): %s %s", self.provider, self.model_name)
-        stream = self._call(lambda c: c.chat.completions.create(**params))
+        stream = self._call(lambda c, t: c.chat.completions.create(**params, timeout=t))
+        check = _StreamCheck(self.label)
         try:
-            for chunk in stream:
-                message = _chunk_message(chunk)
+            for chunk in self._chunks(stream, check):
+                message = check.message(chunk)
                 if run_manager and message.content:
                     run_manager.on_llm_new_token(
                         str(message.content), chunk=ChatGenerationChunk(message=message)
                     )
                 yield ChatGenerationChunk(message=message)
-        except openai.APIError as exc:
-            raise self._error(exc) from exc
+        finally:
+            stream.close()
+        check.finished()
         yield ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last"))
+
+    def _chunks(self, stream: Stream[ChatCompletionChunk], check: _StreamCheck) -> Iterator[Any]:
+        """The stream's chunks; a break, an unreadable chunk or an abandoned request raise a ModelError."""
+        iterator = iter(stream)
+        while True:
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            except openai.APIError as exc:
+                cause = model_error(exc, self.label, timeout=self.timeout_s)
+                raise check.broken(f"it broke ({cause})", status=cause.status or 502) from exc
+            except json.JSONDecodeError as exc:
+                raise check.broken(f"it sent a chunk that is not JSON ({exc})", status=502) from exc
+            if deadline.cancelled():
+                raise self._out_of_time(f"while streaming (after {check.count} chunks)")
+            yield chunk
+
+
+class _StreamCheck:
+    """Reads a stream's chunks and says whether it ended as a whole answer."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.count = 0
+        self.finish_reason: str | None = None
+
+    def message(self, chunk: Any) -> AIMessageChunk:
+        """The chunk as a message; a chunk without choices is allowed only for usage (or Azure's filters)."""
+        # Any: ChatCompletionChunk from the openai SDK, built without validation.
+        self.count += 1
+        try:
+            if not chunk.choices and chunk.usage is None and not _filter_results(chunk):
+                raise self.broken("it sent a chunk with no choices that is not the usage chunk", status=502)
+            message = _chunk_message(chunk)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise self.broken(f"it sent a malformed chunk ({exc})", status=502) from exc
+        self.finish_reason = message.response_metadata.get("finish_reason") or self.finish_reason
+        return message
+
+    def finished(self) -> None:
+        """Raise unless the stream said why it ended (a finish reason)."""
+        if self.finish_reason is None:
+            raise self.broken("it ended before its finish reason and [DONE]; the answer is incomplete")
+
+    def broken(self, what: str, *, status: int = 502) -> ModelError:
+        """The error for a stream that did not end as a whole answer."""
+        return ModelError(
+            f"The stream from {self.label} failed after {self.count} chunks: {what}. "
+            "Nothing of it was kept as an answer; retry the request.",
+            status=status,
+        )
+
+
+def _filter_results(chunk: Any) -> bool:
+    # Azure OpenAI opens a stream with a chunk that has no choices but its prompt filter results.
+    extra = getattr(chunk, "model_extra", None) or {}
+    return "prompt_filter_results" in extra
 
 
 def _to_openai(message: BaseMessage) -> dict[str, Any]:

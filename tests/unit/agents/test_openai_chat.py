@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from ragworks.agents import build_agent
+from ragworks.agents.deadline import request_deadline
 from ragworks.agents.offline import OfflineChatModel
 from ragworks.errors import ConfigError, ModelError
 from ragworks.models import get_chat_model
@@ -130,3 +132,160 @@ def test_rag_agent_streams_from_an_openai_server(stub: OpenAIStub, docs_index: s
     assert len(deltas) > 1 and "".join(deltas) == "The index is a folder [1]."
     prompt = stub.requests[0].body["messages"][-1]["content"]
     assert '<source id="1"' in prompt and prompt.endswith("Question: Index?")
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("drop", "it broke"),
+        ("malformed_chunk", "not JSON"),
+        ("empty_choices", "no choices that is not the usage chunk"),
+        ("no_finish", "ended before its finish reason"),
+    ],
+)
+def test_a_broken_stream_is_an_error_not_a_short_answer(stub: OpenAIStub, fault: str, says: str) -> None:
+    stub.enqueue(StubReply(content="one two three four five", fault=fault))  # type: ignore[arg-type]
+    chunks: list[str] = []
+    with pytest.raises(ModelError, match=says) as info:
+        for chunk in get_chat_model("openai:stub-model").stream("count"):
+            chunks.append(str(chunk.content))
+    assert "openai:stub-model" in str(info.value) and info.value.status == 502
+    assert "".join(chunks).startswith("one two")  # it had streamed text before it broke
+    assert len(stub.requests) == 1  # a stream that has begun is never retried
+
+
+@pytest.mark.parametrize("fault", ["drop", "malformed_chunk", "no_finish"])
+def test_invoke_over_a_broken_stream_raises(stub: OpenAIStub, fault: str) -> None:
+    # invoke() streams under LangGraph's messages mode; without a callback it calls _stream via the handler
+    stub.enqueue(StubReply(content="one two three four five", fault=fault))  # type: ignore[arg-type]
+    model = get_chat_model("openai:stub-model")
+    with pytest.raises(ModelError, match="openai:stub-model"):
+        model.invoke("count", config={"callbacks": []}, stream=True)
+
+
+def test_the_usage_chunk_is_not_a_break(stub: OpenAIStub) -> None:
+    stub.enqueue("all good here")
+    chunks = list(get_chat_model("openai:stub-model").stream("hi"))
+    assert "".join(str(c.content) for c in chunks) == "all good here"
+    assert any(c.usage_metadata for c in chunks)  # the choices-less usage chunk was accepted
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("no_choices", "returned no choices"),
+        ("no_message", "without a message"),
+        ("bad_json", "not valid JSON"),
+        ("not_json", "not a chat completion"),
+        ("drop", "Cannot reach"),
+    ],
+)
+def test_a_malformed_plain_reply_is_a_502_naming_the_model(stub: OpenAIStub, fault: str, says: str) -> None:
+    stub.enqueue(*[StubReply(content="hi", fault=fault)] * 3)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match=says) as info:
+        get_chat_model("openai:stub-model", max_retries=0).invoke("hi")
+    assert "openai:stub-model" in str(info.value) and info.value.status == 502
+
+
+@pytest.mark.parametrize(
+    ("status", "says", "http"),
+    [
+        (401, "OPENAI_API_KEY", 502),
+        (403, "OPENAI_API_KEY", 502),
+        (404, "not found", 502),
+        (400, "HTTP 400", 502),
+    ],
+)
+def test_client_errors_are_not_retried_and_map_to_502(
+    stub: OpenAIStub, status: int, says: str, http: int
+) -> None:
+    stub.enqueue(StubReply(status=status, error="nope"), "unused")
+    with pytest.raises(ModelError, match=says) as info:
+        get_chat_model("openai:stub-model").invoke("hi")
+    assert info.value.status == http and len(stub.requests) == 1
+
+
+@pytest.mark.parametrize(("status", "http"), [(429, 503), (503, 503), (500, 502), (504, 504)])
+def test_overload_after_retries_carries_status_and_retry_after(
+    stub: OpenAIStub, status: int, http: int
+) -> None:
+    stub.enqueue(*[StubReply(status=status, retry_after=0.01, retry_after_ms=None)] * 3)
+    with pytest.raises(ModelError) as info:
+        get_chat_model("openai:stub-model", max_retries=2).invoke("hi")
+    assert info.value.status == http and len(stub.requests) == 3
+    if http == 503:
+        assert info.value.retry_after == pytest.approx(0.01)
+
+
+def test_a_long_retry_after_is_passed_on_not_waited_for(stub: OpenAIStub) -> None:
+    stub.enqueue(StubReply(status=503, retry_after=120, retry_after_ms=None), "unused")
+    started = time.monotonic()
+    with pytest.raises(ModelError, match="overloaded") as info:
+        get_chat_model("openai:stub-model").invoke("hi")
+    assert time.monotonic() - started < 2 and len(stub.requests) == 1
+    assert info.value.status == 503 and info.value.retry_after == 120
+
+
+def test_a_hung_model_times_out_then_the_retry_is_answered(stub: OpenAIStub) -> None:
+    stub.enqueue(StubReply(content="late", hang_s=2.0), "on time")
+    started = time.monotonic()
+    reply = get_chat_model("openai:stub-model", timeout_s=0.3, max_retries=1).invoke("hi")
+    assert reply.content == "on time" and time.monotonic() - started < 1.5
+
+
+def test_a_timeout_without_retries_is_a_504(stub: OpenAIStub) -> None:
+    stub.enqueue(StubReply(content="late", hang_s=1.0))
+    with pytest.raises(ModelError, match=r"did not answer within 0\.2 s") as info:
+        get_chat_model("openai:stub-model", timeout_s=0.2, max_retries=0).invoke("hi")
+    assert info.value.status == 504
+
+
+def test_the_request_deadline_caps_timeout_and_retries(stub: OpenAIStub) -> None:
+    stub.enqueue(*[StubReply(content="late", hang_s=1.5)] * 3)
+    started = time.monotonic()
+    with request_deadline(0.4), pytest.raises(ModelError) as info:
+        get_chat_model("openai:stub-model", timeout_s=60, max_retries=2).invoke("hi")
+    assert time.monotonic() - started < 1.0  # not 60 s, and no retry that the request cannot wait for
+    assert info.value.status == 504 and len(stub.requests) == 1
+
+
+def test_retries_stop_when_the_request_cannot_wait_for_them(stub: OpenAIStub) -> None:
+    stub.enqueue(StubReply(status=429, retry_after=1.0, retry_after_ms=None), "unused")
+    with request_deadline(0.8), pytest.raises(ModelError, match="rate limited") as info:
+        get_chat_model("openai:stub-model").invoke("hi")
+    assert info.value.status == 503 and info.value.retry_after == 1.0 and len(stub.requests) == 1
+
+
+def test_a_cancelled_request_stops_the_stream(stub: OpenAIStub) -> None:
+    stub.enqueue(StubReply(content="one two three four five six", stall_s=0.3))
+    chunks: list[str] = []
+    with request_deadline(30.0) as active, pytest.raises(ModelError, match="cancelled") as info:
+        for chunk in get_chat_model("openai:stub-model").stream("count"):
+            chunks.append(str(chunk.content))
+            if chunk.content:
+                active.cancel()
+    assert info.value.status == 504 and chunks[-1] == "one "
+
+
+def test_config_options_reach_the_model(stub: OpenAIStub, docs_index: str) -> None:
+    stub.enqueue(StubReply(content="late", hang_s=1.0))
+    config: dict[str, Any] = {
+        "llm": "openai:stub-model",
+        "llm_options": {"timeout_s": 0.2, "max_retries": 0},
+        "retriever": {"type": "local", "index": docs_index},
+    }
+    with pytest.raises(ModelError, match=r"within 0\.2 s"):
+        build_agent(config).predict({"input": [{"role": "user", "content": "Index?"}]})
+    with pytest.raises(ConfigError, match=r"llm_options\.max_retries"):
+        build_agent({**config, "llm_options": {"max_retries": -1}})
+
+
+@pytest.mark.parametrize("fault", ["drop", "no_finish", "empty_choices"])
+def test_agent_stream_raises_on_a_broken_model_stream(stub: OpenAIStub, docs_index: str, fault: str) -> None:
+    stub.enqueue(StubReply(content="The index is a folder [1].", fault=fault))  # type: ignore[arg-type]
+    config: dict[str, Any] = {"llm": "openai:stub-model", "retriever": {"type": "local", "index": docs_index}}
+    events: list[Any] = []
+    with pytest.raises(ModelError, match="stream from openai:stub-model"):
+        for event in build_agent(config).predict_stream({"input": [{"role": "user", "content": "Index?"}]}):
+            events.append(event)
+    assert not any(e.type == "response.output_item.done" for e in events)

@@ -5,6 +5,20 @@ or SSE when `stream` is true, with tool calls and usage) and `GET /v1/models`. R
 queue, or from a `responder(request) -> StubReply` function (handy for LLM-judge tests). Error
 replies (`StubReply(status=429)`) exercise the client's retries and ragworks' error messages.
 
+Faults a test can script on a reply (`StubReply(fault=...)`, after `fault_after` words of content):
+
+    drop             the connection is cut in the middle of the body (a chunked read left incomplete)
+    malformed_chunk  a stream event that is not JSON
+    empty_choices    a stream chunk with `"choices": []` and no usage
+    no_finish        the stream ends cleanly, with neither a finish reason nor `[DONE]`
+    no_choices       a non-streaming reply with `"choices": []`
+    no_message       a non-streaming choice without its `message`
+    bad_json         a non-streaming `application/json` body that is not JSON
+    not_json         a non-streaming 200 reply that is an HTML page
+
+`hang_s` waits before answering (then answers, if the client is still there); `stall_s` pauses a
+stream after `fault_after` words; `retry_after` sends a `Retry-After` header (seconds).
+
 Example:
     >>> with OpenAIStub(["Hello there."]) as stub:                      # doctest: +SKIP
     ...     client = openai.OpenAI(base_url=stub.base_url, api_key="x")
@@ -23,11 +37,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Literal
 
 from ragworks.testing.emulators._loopback import LoopbackServer
 
 _WORDS = re.compile(r"\S+\s*")
+
+Fault = Literal[
+    "drop", "malformed_chunk", "empty_choices", "no_finish",  # streams
+    "no_choices", "no_message", "bad_json", "not_json",  # plain replies ("drop" too)
+]
+_STREAM_FAULTS = frozenset({"drop", "malformed_chunk", "empty_choices", "no_finish"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,8 +62,18 @@ class StubReply:
     error: str = "stub error"
     retry_after_ms: int | None = 5
     """Sent with 429/5xx replies so the client's retry waits only this long."""
+    retry_after: float | None = None
+    """Sent as `Retry-After` (seconds) with an error reply."""
     usage: dict[str, int] | None = None
     """Token usage; by default, word counts of the prompt and the reply."""
+    fault: Fault | None = None
+    """Break the reply this way (see the module docstring); streaming and non-streaming faults differ."""
+    fault_after: int = 2
+    """How many words of `content` are streamed before a stream fault or a stall."""
+    hang_s: float = 0.0
+    """Seconds to wait before answering at all."""
+    stall_s: float = 0.0
+    """Seconds a stream pauses after `fault_after` words, before going on."""
 
 
 Responder = Callable[[dict[str, Any]], StubReply]
@@ -132,15 +162,52 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.stub.record(body, {k.lower(): v for k, v in self.headers.items()})
         reply = self.stub.next_reply(body)
+        if reply.hang_s:
+            time.sleep(reply.hang_s)
         if reply.status != 200:
-            headers = (
-                {"retry-after-ms": str(reply.retry_after_ms)} if reply.retry_after_ms is not None else {}
-            )
-            self._json(reply.status, _error_body(reply.error, reply.status), headers)
+            self._json(reply.status, _error_body(reply.error, reply.status), _retry_headers(reply))
         elif body.get("stream"):
-            self._sse(_stream_chunks(body, reply, self.stub.model))
+            self._stream(body, reply)
+        elif reply.fault in ("bad_json", "not_json", "drop"):
+            self._broken_body(reply.fault)
         else:
             self._json(200, _completion(body, reply, self.stub.model))
+
+    def _stream(self, body: dict[str, Any], reply: StubReply) -> None:
+        fault = reply.fault if reply.fault in _STREAM_FAULTS else None
+        chunked = fault == "drop"
+        if chunked:  # a chunked body, so that a cut is visible to the client as an incomplete read
+            self.protocol_version = "HTTP/1.1"
+            self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()  # otherwise HTTP/1.0: the body ends when the connection closes
+        for event in _stream_events(body, reply, self.stub.model, fault):
+            if event is _STALL:
+                time.sleep(reply.stall_s)
+            elif event is _CUT:
+                self.wfile.write(b"40\r\ndata: {")  # a chunk promised but never finished
+                self.wfile.flush()
+                return
+            else:
+                data = f"data: {event}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                self.wfile.flush()
+
+    def _broken_body(self, fault: str) -> None:
+        if fault == "not_json":
+            data, kind = b"<html><body>502 Bad Gateway</body></html>", "text/html"
+        else:
+            data, kind = b'{"id": "chatcmpl-broken", "choices": [', "application/json"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data) * (4 if fault == "drop" else 1)))
+        self.end_headers()
+        self.wfile.write(data)  # for "drop", the connection closes before the promised length
+        self.wfile.flush()
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -152,16 +219,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _sse(self, chunks: Iterator[dict[str, Any]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()  # HTTP/1.0: the body ends when the connection closes
-        for chunk in chunks:
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.flush()
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+
+def _retry_headers(reply: StubReply) -> dict[str, str]:
+    headers = {}
+    if reply.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(reply.retry_after_ms)
+    if reply.retry_after is not None:
+        headers["retry-after"] = f"{reply.retry_after:g}"
+    return headers
 
 
 def _error_body(message: str, status: int) -> dict[str, Any]:
@@ -193,14 +258,43 @@ def _completion(body: dict[str, Any], reply: StubReply, model: str) -> dict[str,
     message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
     if calls:
         message["tool_calls"] = calls
+    finish = "tool_calls" if calls else "stop"
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+    if reply.fault == "no_message":
+        del choice["message"]
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model") or model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "choices": [] if reply.fault == "no_choices" else [choice],
         "usage": _usage(body, reply),
     }
+
+
+_STALL, _CUT = object(), object()
+
+
+def _stream_events(body: dict[str, Any], reply: StubReply, model: str, fault: str | None) -> Iterator[Any]:
+    """The `data:` payloads of a stream, with the scripted fault in place after `fault_after` words."""
+    chunks = _stream_chunks(body, reply, model)
+    yield json.dumps(next(chunks))  # the role chunk
+    if fault == "no_finish":  # the words, then nothing: no finish reason, no usage, no [DONE]
+        yield from (json.dumps(c) for c in chunks if c["choices"] and not c["choices"][0]["finish_reason"])
+        return
+    for index, chunk in enumerate(chunks):
+        if index == reply.fault_after:
+            if reply.stall_s:
+                yield _STALL
+            if fault == "drop":
+                yield _CUT
+                return
+            if fault == "malformed_chunk":
+                yield '{"id": "chatcmpl-broken", "choices": [{"delta": {"content": "x'
+            if fault == "empty_choices":
+                yield json.dumps({**chunk, "choices": []})
+        yield json.dumps(chunk)
+    yield "[DONE]"
 
 
 def _stream_chunks(body: dict[str, Any], reply: StubReply, model: str) -> Iterator[dict[str, Any]]:
