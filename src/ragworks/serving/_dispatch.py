@@ -1,31 +1,36 @@
-"""The one `@invoke` / `@stream` pair registered with MLflow's AgentServer, dispatching to the app's agent.
+"""Answer one parsed request with the agent: once, as JSON or as a Responses event stream.
 
-AgentServer's decorators are process-global and single-use, so they are applied here, once, when this
-module is first imported; uvicorn never re-imports it (its `--workers` import the `create_app` factory).
-Each app built by `build_app` sets the request's `RequestScope` in a middleware, so several apps (tests)
-can share the process.
+The agent's AGENT span is the trace root; `trace_scope` adds the request id (a tag), the session and the
+user to that trace through `mlflow.tracing.context`, which the worker thread inherits. Streams keep
+AgentServer's framing: `data: {json}\\n\\n` per event, `{"trace_id": ...}` before the end when the
+client sent `x-mlflow-return-trace-id: true`, then `data: [DONE]`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow.genai.agent_server import get_invoke_function, get_stream_function, invoke, stream
+import mlflow
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 from pydantic import BaseModel
 
-from ragworks.errors import ConfigError
 from ragworks.serving._bridge import AgentRunner
-from ragworks.serving.errors import ErrorInfo, classify
+from ragworks.serving._served import ServedResponse, TraceEnd
+from ragworks.serving.errors import ErrorInfo, classify, log_failure
 from ragworks.serving.limits import ServingLimits
 
 logger = logging.getLogger(__name__)
+
+REQUEST_ID_TAG = "ragworks.request_id"
+"""The trace tag holding the request id (the `x-request-id` header the client sent, or a fresh one)."""
+DONE = "data: [DONE]\n\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,79 +42,117 @@ class Runtime:
     model_name: str
 
 
-@dataclass(slots=True)
-class RequestScope:
-    """Per-request state that AgentServer's handlers cannot carry for us."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """One HTTP request's facts that reach the trace and the answer."""
 
-    runtime: Runtime
-    error: BaseException | None = field(default=None)
-
-
-_scope: ContextVar[RequestScope | None] = ContextVar("ragworks_request_scope", default=None)
+    request_id: str
+    return_trace_id: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-def enter_scope(runtime: Runtime) -> None:
-    """Bind the current request to `runtime` (called by the app's middleware)."""
-    _scope.set(RequestScope(runtime=runtime))
-
-
-def recorded_error() -> BaseException | None:
-    """The agent's error for the current request, if it failed."""
-    scope = _scope.get()
-    return scope.error if scope is not None else None
-
-
-def _current() -> RequestScope:
-    scope = _scope.get()
-    if scope is None:
-        raise RuntimeError("No ragworks app is serving this request; build the app with build_app(agent).")
-    return scope
-
-
-async def serve_invoke(request: ResponsesAgentRequest) -> ResponsesAgentResponse:
-    """Answer a non-streaming Responses request with the app's agent."""
-    scope = _current()
-    runtime = scope.runtime
+def _set_request_headers(headers: dict[str, str]) -> None:
+    """Make the headers visible to agents through MLflow's `get_request_headers()`, as AgentServer does."""
     try:
+        from mlflow.genai.agent_server import set_request_headers
+    except ImportError:  # an MLflow without the agent server: agents cannot ask for headers there
+        return
+    set_request_headers(headers)
+
+
+@contextlib.contextmanager
+def trace_scope(call: Call, request: ResponsesAgentRequest) -> Iterator[None]:
+    """The trace the agent opens inside this block carries the request id, session and user."""
+    _set_request_headers(call.headers)
+    context = request.context
+    scope = getattr(mlflow.tracing, "context", None)
+    if scope is None:  # older MLflow: the agent's own annotations (session, user) still apply
+        yield
+        return
+    with scope(
+        tags={REQUEST_ID_TAG: call.request_id},
+        session_id=context.conversation_id if context else None,
+        user=context.user_id if context else None,
+    ):
+        yield
+
+
+async def answer(runtime: Runtime, request: ResponsesAgentRequest, call: Call) -> ServedResponse:
+    """Run the agent once; errors propagate to the app's one handler."""
+    with trace_scope(call, request):
         response = await runtime.runner.predict(request, timeout=runtime.limits.timeout_s)
-    except Exception as exc:
-        scope.error = exc  # AgentServer turns it into a 500; the app's handler restores the status
-        raise
-    response = ResponsesAgentResponse.model_validate(response)
-    return response.model_copy(
-        update={
-            "id": response.id or new_response_id(),
-            "model": response.model or runtime.model_name,
-            "status": response.status or "completed",
-            "created_at": response.created_at or time.time(),
-        }
-    )
+    assert isinstance(response, ServedResponse)  # the runner drives a ServedAgent
+    return response
 
 
-async def serve_stream(request: ResponsesAgentRequest) -> AsyncIterator[dict[str, Any]]:
-    """Stream a Responses request: created, the agent's events, then completed (with the sources) or error."""
-    runtime = _current().runtime
+def responses_body(runtime: Runtime, response: ServedResponse, call: Call) -> dict[str, Any]:
+    """The JSON answer of /responses and /invocations: AgentServer's shape, defaults filled in."""
+    body = response.model_dump(exclude_none=True)
+    body.setdefault("id", new_response_id())
+    body.setdefault("model", runtime.model_name)
+    body.setdefault("status", "completed")
+    body.setdefault("created_at", time.time())
+    if call.return_trace_id and response.trace_id:
+        body["metadata"] = (body.get("metadata") or {}) | {"trace_id": response.trace_id}
+    return body
+
+
+async def agent_events(runtime: Runtime, request: ResponsesAgentRequest, call: Call) -> AsyncIterator[Any]:
+    """The agent's stream events, then a `TraceEnd`; the stream is closed (and traced) when abandoned."""
+    stream = runtime.runner.stream(request, timeout=runtime.limits.timeout_s)
+    try:
+        with trace_scope(call, request):  # the runner hands this context to its thread on the first step
+            first = await anext(stream, None)
+        if first is None:
+            return
+        yield first
+        async for event in stream:
+            yield event
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]  # the runner's stream is an async generator
+
+
+async def responses_stream(
+    runtime: Runtime, request: ResponsesAgentRequest, call: Call
+) -> AsyncIterator[str]:
+    """A Responses event stream: created, the agent's events, completed (or error), then [DONE]."""
     head = {
         "id": new_response_id(),
         "object": "response",
         "model": runtime.model_name,
         "created_at": time.time(),
     }
-    yield {"type": "response.created", "response": {**head, "status": "in_progress", "output": []}}
+    yield sse({"type": "response.created", "response": {**head, "status": "in_progress", "output": []}})
     items: list[Any] = []
     custom: dict[str, Any] = {}
+    usage: dict[str, Any] | None = None
+    trace_id: str | None = None
     try:
-        async for event in runtime.runner.stream(request, timeout=runtime.limits.timeout_s):
+        async for event in agent_events(runtime, request, call):
+            if isinstance(event, TraceEnd):
+                trace_id = event.trace_id
+                continue
             data = as_dict(event)
             if data.get("type") == "response.output_item.done":
                 items.append(data.get("item"))
+                usage = data.get("usage") or usage
             custom.update(data.get("custom_outputs") or {})
-            yield data
+            yield sse(data)
     except Exception as exc:
-        yield error_event(log_failure(classify(exc), exc))
-        return
-    done = {**head, "status": "completed", "output": items, "custom_outputs": custom or None}
-    yield {"type": "response.completed", "response": done, "custom_outputs": custom or None}
+        yield sse(error_event(log_failure(classify(exc), exc, where="stream")))
+    else:
+        done = {**head, "status": "completed", "output": items, "custom_outputs": custom or None}
+        if usage:
+            done["usage"] = usage
+        yield sse({"type": "response.completed", "response": done, "custom_outputs": custom or None})
+    if call.return_trace_id and trace_id:
+        yield sse({"trace_id": trace_id})
+    yield DONE
+
+
+def sse(event: dict[str, Any]) -> str:
+    """One server-sent event as AgentServer writes it (top-level nulls dropped, like its validator)."""
+    return f"data: {json.dumps({k: v for k, v in event.items() if v is not None})}\n\n"
 
 
 def error_event(info: ErrorInfo) -> dict[str, Any]:
@@ -124,30 +167,14 @@ def as_dict(event: Any) -> dict[str, Any]:
     return dict(event)
 
 
+def usage_of(response: ResponsesAgentResponse) -> dict[str, Any] | None:
+    """The token counts the agent reported, as a plain dict (None when it did not)."""
+    usage: Any = response.usage  # Any: a model or a dict, depending on the MLflow version
+    if isinstance(usage, BaseModel):
+        return usage.model_dump(exclude_none=True)
+    return dict(usage) if isinstance(usage, dict) else None
+
+
 def new_response_id() -> str:
     """A fresh Responses API id."""
     return f"resp_{uuid.uuid4().hex}"
-
-
-def log_failure(info: ErrorInfo, exc: BaseException) -> ErrorInfo:
-    """Log an agent failure (server errors with the traceback) and return its info."""
-    if info.status >= 500:
-        logger.error("Agent failed (%s): %s", info.code, info.message, exc_info=exc)
-    else:
-        logger.info("Request refused (%s): %s", info.code, info.message)
-    return info
-
-
-def ensure_registered() -> None:
-    """Fail with a clear message when another module took AgentServer's single @invoke/@stream slots."""
-    if get_invoke_function() is not serve_invoke or get_stream_function() is not serve_stream:
-        raise ConfigError(
-            "Another module in this process registered @invoke/@stream with MLflow's AgentServer, so "
-            "ragworks cannot serve its agent here. Run `ragworks serve` in its own process."
-        )
-
-
-if get_invoke_function() is None:
-    invoke()(serve_invoke)
-if get_stream_function() is None:
-    stream()(serve_stream)

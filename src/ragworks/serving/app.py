@@ -1,9 +1,13 @@
-"""The chat server: MLflow's AgentServer plus what it lacks.
+"""The chat server: one FastAPI app that keeps MLflow AgentServer's HTTP contract and adds OpenAI's routes.
 
-AgentServer gives `/invocations`, `/responses`, `/agent/info`, `/health`, SSE streaming (`"stream": true`)
-and trace ids (header `x-mlflow-return-trace-id: true`). This module adds `/v1/responses` (so
-`OpenAI(base_url="http://host:port/v1")` works), `/v1/chat/completions`, `/v1/models`, bearer-token auth,
-request limits, OpenAI-shaped errors and the chat page at `/`.
+    POST /responses  /v1/responses  /invocations   Responses API (`"stream": true` for SSE); trace ids
+                                                    with the header `x-mlflow-return-trace-id: true`
+    POST /v1/chat/completions                       OpenAI chat completions, plain and streamed
+    GET  /v1/models  /agent/info  /health  /        model list, AgentServer's info, health, chat page
+
+A body is parsed from JSON once and validated once (`_requests`), off the event loop when it is large;
+the agent runs once (`_dispatch`), its AGENT span the root of the request's trace; every failure goes
+through one exception handler (`errors.install_error_handlers`). Auth and limits are ASGI middleware.
 
 Example:
     >>> from ragworks.agents import build_agent
@@ -13,35 +17,45 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
-from mlflow.genai.agent_server import AgentServer
+import anyio.to_thread
+import mlflow
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from mlflow.pyfunc import ResponsesAgent
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ragworks.agents.loading import load_agent
 from ragworks.config import env_flag, get_settings
-from ragworks.errors import ConfigError
-from ragworks.serving import _dispatch, openai_compat
+from ragworks.serving import _openapi, openai_compat
 from ragworks.serving._bridge import AgentRunner
-from ragworks.serving._requests import EXAMPLE, load_object, normalize_responses
+from ragworks.serving._dispatch import Call, Runtime, answer, responses_body, responses_stream
+from ragworks.serving._requests import parse_chat, parse_responses
+from ragworks.serving._served import ServedAgent
 from ragworks.serving.auth import BearerAuthMiddleware
-from ragworks.serving.errors import HTTPProblem, classify, install_error_handlers, send_error
-from ragworks.serving.limits import LimitsMiddleware, ServingLimits, replay
+from ragworks.serving.errors import handle_error, install_error_handlers
+from ragworks.serving.limits import LimitsMiddleware, ServingLimits
 from ragworks.trace_export.batch import setup_server_tracing
 
 logger = logging.getLogger(__name__)
 
 SPEC_ENV = "RAGWORKS_SERVE_SPEC"
 """The environment variable through which `ragworks serve` hands its options to `create_app` in workers."""
-RESPONSES_PATHS = frozenset({"/responses", "/invocations"})
+RETURN_TRACE_HEADER = "x-mlflow-return-trace-id"
+REQUEST_ID_HEADER = "x-request-id"
+OFF_LOOP_BYTES = 64 * 1024
+"""Bodies larger than this are parsed on a worker thread, so a few large ones cannot stall /health."""
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_Parsed = TypeVar("_Parsed")
 
 
 def build_app(
@@ -62,21 +76,19 @@ def build_app(
     Returns:
         The FastAPI app, ready for `uvicorn.run`.
     """
-    _dispatch.ensure_registered()
     limits = limits or ServingLimits()
     token = api_token if api_token is not None else get_settings().api_token
-    runtime = _dispatch.Runtime(
-        runner=AgentRunner(agent, workers=limits.agent_threads or _default_threads(agent, limits)),
+    threads = limits.agent_threads or _default_threads(agent, limits)
+    runtime = Runtime(
+        runner=AgentRunner(ServedAgent(agent), workers=threads),  # type: ignore[arg-type]  # same methods
         limits=limits,
         model_name=model_name or _agent_name(agent),
     )
-    app = AgentServer(agent_type="ResponsesAgent").app
-    app.title = "ragworks"
+    app = FastAPI(title="ragworks", summary="A retrieval-augmented agent: OpenAI Responses and chat APIs.")
     app.state.ragworks = runtime
-    install_error_handlers(app, _dispatch.recorded_error)
-    app.include_router(openai_compat.router)
-    _add_chat_page(app)
-    app.add_middleware(ResponsesRequestMiddleware, runtime=runtime)
+    install_error_handlers(app)
+    _add_routes(app, runtime)
+    _openapi.document(app)
     app.add_middleware(LimitsMiddleware, limits=limits)
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token)
@@ -84,40 +96,94 @@ def build_app(
     return app
 
 
-class ResponsesRequestMiddleware:
-    """Bind each request to the app's agent; check and normalise Responses bodies; map /v1/responses."""
+def _add_routes(app: FastAPI, runtime: Runtime) -> None:
+    async def responses(request: Request) -> Any:
+        raw = await request.body()
+        limit = runtime.limits.max_input_chars
+        parsed = await _parse(lambda: parse_responses(raw, max_input_chars=limit), size=len(raw))
+        call = _call(request)
+        headers = {REQUEST_ID_HEADER: call.request_id}
+        if parsed.stream:
+            events = responses_stream(runtime, parsed.request, call)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        response = await answer(runtime, parsed.request, call)
+        return JSONResponse(responses_body(runtime, response, call), headers=headers)
 
-    def __init__(self, app: ASGIApp, *, runtime: _dispatch.Runtime) -> None:
-        self.app = app
-        self.runtime = runtime
+    async def chat_completions(request: Request) -> Any:
+        raw = await request.body()
+        limit = runtime.limits.max_input_chars
+        chat, agent_request = await _parse(lambda: parse_chat(raw, max_input_chars=limit), size=len(raw))
+        call = _call(request)
+        headers = {REQUEST_ID_HEADER: call.request_id}
+        if chat.stream:
+            chunks = openai_compat.chunks(runtime, chat, agent_request, call)
+            stream_headers = {**headers, "Cache-Control": "no-cache"}
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=stream_headers)
+        response = await answer(runtime, agent_request, call)
+        model = chat.model or runtime.model_name
+        return JSONResponse(openai_compat.completion(response, model=model), headers=headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI call."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        _dispatch.enter_scope(self.runtime)
-        if scope["path"] == "/v1/responses":  # AgentServer's /responses, under OpenAI's /v1 prefix
-            scope = {**scope, "path": "/responses", "raw_path": b"/responses"}
-        if scope["method"] != "POST" or scope["path"] not in RESPONSES_PATHS:
-            await self.app(scope, receive, send)
-            return
-        message = await receive()  # LimitsMiddleware already buffered the whole body
-        try:
-            data = load_object(message.get("body", b""), example=EXAMPLE)
-            body = normalize_responses(data, max_input_chars=self.runtime.limits.max_input_chars)
-        except HTTPProblem as problem:
-            await send_error(send, classify(problem))
-            return
-        await self.app(scope, replay(json.dumps(body).encode(), receive), send)
+    for path in _openapi.RESPONSES_PATHS:
+        app.add_api_route(path, _guarded(responses), methods=["POST"], **_openapi.responses_route(path))
+    app.add_api_route(
+        "/v1/chat/completions", _guarded(chat_completions), methods=["POST"], **_openapi.chat_route()
+    )
+    _add_info_routes(app, runtime)
 
 
-def _add_chat_page(app: FastAPI) -> None:
+def _add_info_routes(app: FastAPI, runtime: Runtime) -> None:
+    info = {
+        "name": env_flag("DATABRICKS_APP_NAME") or "mlflow_agent_server",  # AgentServer's answer
+        "use_case": "agent",
+        "mlflow_version": mlflow.__version__,
+        "agent_api": "responses",
+    }
     page = files("ragworks.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/agent/info", summary="What AgentServer reports about the agent")
+    async def agent_info() -> dict[str, str]:
+        return info
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    @app.get("/v1/models", summary="The one model this server answers with")
+    async def list_models() -> dict[str, Any]:
+        return openai_compat.models(runtime.model_name)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page() -> HTMLResponse:
         return HTMLResponse(page)
+
+
+def _guarded(route: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Any]]:
+    """Answer whatever the route raises through the one error handler."""
+
+    @functools.wraps(route)
+    async def run(request: Request) -> Any:
+        try:
+            return await route(request)
+        except Exception as exc:
+            return handle_error(request, exc)
+
+    return run
+
+
+async def _parse(parse: Callable[[], _Parsed], *, size: int) -> _Parsed:
+    """Run the parse here for small bodies, on a worker thread for large ones."""
+    if size <= OFF_LOOP_BYTES:
+        return parse()
+    return await anyio.to_thread.run_sync(parse)
+
+
+def _call(request: Request) -> Call:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    return Call(
+        request_id=supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex,
+        return_trace_id=request.headers.get(RETURN_TRACE_HEADER, "").lower() == "true",
+        headers=dict(request.headers),
+    )
 
 
 def _default_threads(agent: ResponsesAgent, limits: ServingLimits) -> int:
@@ -131,50 +197,6 @@ def _agent_name(agent: ResponsesAgent) -> str:
     config = getattr(agent, "config", None)
     name = getattr(config, "name", None)
     return name if isinstance(name, str) and name else "ragworks-agent"
-
-
-def load_agent(
-    *, config: str | Path | dict[str, Any] | None = None, model_uri: str | None = None
-) -> ResponsesAgent:
-    """The agent to serve: built from a config, or loaded from a logged model (`models:/`, `runs:/`)."""
-    if config is not None and model_uri is not None:
-        raise ConfigError("Give either a config or a model URI, not both.")
-    if model_uri is not None:
-        return _load_logged(model_uri)
-    from ragworks.agents import build_agent
-
-    agent: ResponsesAgent = build_agent(config)
-    return agent
-
-
-def _load_logged(model_uri: str) -> ResponsesAgent:
-    import mlflow.pyfunc
-
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except Exception as exc:
-        raise ConfigError(
-            f"Could not load the model {model_uri!r}: {exc}. Check the URI (models:/<name>/<version> or "
-            "runs:/<run_id>/<path>) and MLFLOW_TRACKING_URI."
-        ) from exc
-    agent = _raw_model(model)
-    if not isinstance(agent, ResponsesAgent):
-        raise ConfigError(
-            f"The model {model_uri!r} is a {type(agent).__name__}, not a ResponsesAgent; "
-            "log it with `ragworks log-model` (or mlflow.pyfunc.log_model of a ResponsesAgent)."
-        )
-    return agent
-
-
-def _raw_model(model: Any) -> object:
-    """The Python object behind a loaded pyfunc model (`get_raw_model` for ResponsesAgents)."""
-    try:
-        return model.get_raw_model()
-    except NotImplementedError:
-        try:
-            return model.unwrap_python_model()
-        except Exception:  # not a Python model at all (e.g. a flavor such as sklearn)
-            return model
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,3 +219,6 @@ def create_app() -> FastAPI:
     agent = load_agent(config=spec.config, model_uri=spec.model_uri)
     setup_server_tracing()  # this worker's traces: stored in batches, none dropped
     return build_app(agent, limits=ServingLimits(**spec.limits))
+
+
+__all__ = ["ServeSpec", "build_app", "create_app", "load_agent"]

@@ -72,7 +72,7 @@ def serve(
     from ragworks.errors import ConfigError
     from ragworks.serving.app import ServeSpec
     from ragworks.serving.limits import ServingLimits
-    from ragworks.serving.server import run_server
+    from ragworks.serving.server import check_port, run_server
 
     if config is not None and model_uri is not None:
         raise ConfigError("Pass either --config or --model-uri, not both.")
@@ -88,6 +88,7 @@ def serve(
         model_uri=model_uri,
         limits={name: getattr(limits, name) for name in limits.__dataclass_fields__},
     )
+    check_port(host, port)  # a busy port is one line and exit 1, before anything says it is serving
     where = f"model {model_uri}" if model_uri else f"config {config}" if config else "the default config"
     typer.echo(f"Serving {where} on http://{host}:{port} (chat page at /, OpenAI API at /v1)", err=True)
     run_server(spec, host=host, port=port, workers=workers, log_level=log_level)

@@ -5,17 +5,21 @@ HTTP status   type                    raised by
 401           authentication_error    missing or wrong bearer token
 404 / 405     not_found_error         unknown route or method
 413           invalid_request_error   body larger than the limit
+500           server_error            an unexpected failure (logged with its traceback, once)
 502           server_error            RetrievalError, ModelError (a backend failed)
-503           server_overloaded       more concurrent requests than the limit (with Retry-After)
-504           timeout                 the agent did not answer within the per-request timeout
+503           server_overloaded       more concurrent requests than the limit, or the model said it is
+                                      overloaded (ModelError.status 503); Retry-After when known
+504           timeout                 the agent (or the model: ModelError.status 504) did not answer in time
+
+`install_error_handlers` installs the one handler every route's failure goes through.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -60,27 +64,32 @@ class ErrorInfo:
     message: str
     code: str
     type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """Response headers the error needs (Retry-After)."""
 
     def body(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI error object."""
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": None}}
 
 
-def error_info(status: int, message: str, *, code: str) -> ErrorInfo:
+def error_info(
+    status: int, message: str, *, code: str, headers: dict[str, str] | None = None
+) -> ErrorInfo:
     """Build an `ErrorInfo`, choosing the OpenAI error type from the status."""
-    return ErrorInfo(status=status, message=message, code=code, type=_TYPES.get(status, "server_error"))
+    kind = _TYPES.get(status, "server_error")
+    return ErrorInfo(status=status, message=message, code=code, type=kind, headers=headers or {})
 
 
 def classify(exc: BaseException) -> ErrorInfo:
     """Map any exception to the status and message the client gets (ConfigError 400, RetrievalError 502)."""
     if isinstance(exc, HTTPProblem):
-        return error_info(exc.status, str(exc), code=exc.code)
+        return error_info(exc.status, str(exc), code=exc.code, headers=exc.headers)
     if isinstance(exc, ConfigError):
         return error_info(400, str(exc), code="config_error")
     if isinstance(exc, RetrievalError):
         return error_info(502, str(exc), code="retrieval_error")
     if isinstance(exc, ModelError):
-        return error_info(502, str(exc), code="model_error")
+        return _model_error(exc)
     if isinstance(exc, RagworksError):
         return error_info(500, str(exc), code="agent_error")
     if isinstance(exc, TimeoutError):
@@ -92,9 +101,25 @@ def classify(exc: BaseException) -> ErrorInfo:
     )
 
 
-def error_response(info: ErrorInfo, headers: dict[str, str] | None = None) -> JSONResponse:
-    """A JSON response carrying the error."""
-    return JSONResponse(info.body(), status_code=info.status, headers=headers)
+_MODEL_CODES = {503: "model_overloaded", 504: "model_timeout"}
+
+
+def _model_error(exc: ModelError) -> ErrorInfo:
+    """502 unless the model said it was overloaded (503) or timed out (504); Retry-After when it said."""
+    status = getattr(exc, "status", None)
+    status = status if status in _MODEL_CODES else 502
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {}
+    if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after >= 0:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))  # HTTP wants whole seconds
+    code = _MODEL_CODES.get(status, "model_error")
+    kind = "server_error" if status == 502 else _TYPES[status]
+    return ErrorInfo(status=status, message=str(exc), code=code, type=kind, headers=headers)
+
+
+def error_response(info: ErrorInfo) -> JSONResponse:
+    """A JSON response carrying the error (and its headers)."""
+    return JSONResponse(info.body(), status_code=info.status, headers=info.headers or None)
 
 
 def error_bytes(info: ErrorInfo) -> bytes:
@@ -102,34 +127,40 @@ def error_bytes(info: ErrorInfo) -> bytes:
     return json.dumps(info.body()).encode()
 
 
-def install_error_handlers(app: FastAPI, recorded: Callable[[], BaseException | None]) -> None:
-    """Make every error the app returns use the OpenAI shape; `recorded` returns the agent's own error."""
+def install_error_handlers(app: FastAPI) -> None:
+    """Route the framework's errors (404, 405, body validation) through `handle_error` too."""
 
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPProblem)
-        return error_response(classify(exc), exc.headers)
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        return handle_error(request, exc)
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        agent_error = recorded()
-        if agent_error is not None:  # AgentServer wraps every agent failure in a 500; restore the cause
-            return error_response(classify(agent_error))
-        return error_response(_http_info(request, exc), dict(exc.headers or {}))
+    for kind in (HTTPProblem, RagworksError, TimeoutError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(kind, on_error)
 
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(error_info(400, _validation_message(exc), code="invalid_request"))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        info = classify(exc)
-        if info.status >= 500:
-            logger.error("%s %s failed: %s", request.method, request.url.path, info.message, exc_info=exc)
-        return error_response(info)
+def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one handler: any failure of a request becomes OpenAI's error shape with the mapped status.
 
-    app.add_exception_handler(HTTPProblem, on_problem)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(Exception, on_unexpected)
+    Routes call it for what the agent raises (so an unexpected error is logged here once, with its
+    traceback, instead of being re-raised into the server's log as well).
+    """
+    if isinstance(exc, StarletteHTTPException):
+        info = _http_info(request, exc)
+    elif isinstance(exc, RequestValidationError):
+        info = error_info(400, _validation_message(exc), code="invalid_request")
+    else:
+        info = log_failure(classify(exc), exc, where=f"{request.method} {request.url.path}")
+    return error_response(info)
+
+
+def log_failure(info: ErrorInfo, exc: BaseException, *, where: str) -> ErrorInfo:
+    """Log a failure once: server errors with the traceback, backend failures and refusals in one line."""
+    if info.status == 500:
+        logger.error("%s failed (%s): %s", where, info.code, info.message, exc_info=exc)
+    elif info.status >= 500:
+        logger.warning("%s failed (%s): %s", where, info.code, info.message)
+    else:
+        logger.info("%s refused (%s): %s", where, info.code, info.message)
+    return info
 
 
 def _http_info(request: Request, exc: StarletteHTTPException) -> ErrorInfo:
@@ -144,7 +175,7 @@ def _http_info(request: Request, exc: StarletteHTTPException) -> ErrorInfo:
             405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
         )
     code = "invalid_request" if exc.status_code < 500 else "internal_error"
-    return error_info(exc.status_code, str(exc.detail), code=code)
+    return error_info(exc.status_code, str(exc.detail), code=code, headers=dict(exc.headers or {}))
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -159,6 +190,6 @@ async def send_error(send: Send, info: ErrorInfo, headers: dict[str, str] | None
     """Answer a raw ASGI request with an error, before it reaches the app."""
     body = error_bytes(info)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw += [(k.lower().encode(), v.encode()) for k, v in {**info.headers, **(headers or {})}.items()]
     await send({"type": "http.response.start", "status": info.status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

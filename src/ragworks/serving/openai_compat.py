@@ -1,8 +1,9 @@
-"""OpenAI chat completions (`/v1/chat/completions`, plain and streamed) and `/v1/models` over the same agent.
+"""OpenAI chat completions (plain and streamed) and `/v1/models` shapes over the same agent.
 
 The request becomes a `ResponsesAgentRequest` and goes to the agent's `predict` / `predict_stream`, as on
 `/v1/responses`; answers carry the agent's `custom_outputs` (the cited sources) as an extra top-level
-field, on the final chunk when streaming. A failure mid-stream ends the stream with an error chunk.
+field, on the final chunk when streaming, and `usage` from the agent's token counts. A failure
+mid-stream ends the stream with an error chunk, then `[DONE]`. The routes are in `app.py`.
 """
 
 from __future__ import annotations
@@ -13,50 +14,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
+from mlflow.types.responses import ResponsesAgentRequest
 
-from ragworks.serving._dispatch import Runtime, as_dict, log_failure
-from ragworks.serving._requests import parse_chat
-from ragworks.serving.errors import classify, error_response
-
-router = APIRouter()
+from ragworks.serving._dispatch import Call, Runtime, agent_events, as_dict, usage_of
+from ragworks.serving._requests import ChatCompletionRequest
+from ragworks.serving._served import ServedResponse, TraceEnd
+from ragworks.serving.errors import classify, log_failure
 
 
-def runtime_of(request: Request) -> Runtime:
-    """The runtime `build_app` stored on the app."""
-    runtime: Runtime = request.app.state.ragworks
-    return runtime
-
-
-@router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
-    """OpenAI chat completions over the agent."""
-    runtime = runtime_of(request)
-    chat, agent_request = parse_chat(await request.body(), max_input_chars=runtime.limits.max_input_chars)
-    model = chat.model or runtime.model_name
-    if chat.stream:
-        return StreamingResponse(
-            _chunks(runtime, agent_request, model),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
-    try:
-        response = await runtime.runner.predict(agent_request, timeout=runtime.limits.timeout_s)
-    except Exception as exc:
-        return error_response(log_failure(classify(exc), exc))
-    return JSONResponse(completion(ResponsesAgentResponse.model_validate(response), model=model))
-
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    """The one model this server answers with."""
-    name = runtime_of(request).model_name
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragworks"}]}
-
-
-def completion(response: ResponsesAgentResponse, *, model: str) -> dict[str, Any]:
+def completion(response: ServedResponse, *, model: str) -> dict[str, Any]:
     """A `chat.completion` object from a Responses answer."""
     message = {"role": "assistant", "content": output_text(response.output)}
     return {
@@ -65,9 +31,23 @@ def completion(response: ResponsesAgentResponse, *, model: str) -> dict[str, Any
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-        "usage": None,
+        "usage": chat_usage(usage_of(response)),
         "custom_outputs": response.custom_outputs,
     }
+
+
+def chat_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    """Responses token counts in chat-completions names (None when the agent reported none)."""
+    if not usage:
+        return None
+    prompt, completion_tokens = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    total = int(usage.get("total_tokens") or prompt + completion_tokens)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": total}
+
+
+def models(name: str) -> dict[str, Any]:
+    """The `/v1/models` list: the one model this server answers with."""
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragworks"}]}
 
 
 def output_text(items: list[Any]) -> str:
@@ -80,13 +60,19 @@ def output_text(items: list[Any]) -> str:
     return "".join(texts)
 
 
-async def _chunks(runtime: Runtime, request: ResponsesAgentRequest, model: str) -> AsyncIterator[str]:
-    head = {
+async def chunks(
+    runtime: Runtime, chat: ChatCompletionRequest, request: ResponsesAgentRequest, call: Call
+) -> AsyncIterator[str]:
+    """A streamed chat completion: a role chunk, text chunks, the stop chunk (and usage), then [DONE]."""
+    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+    head: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": model,
+        "model": chat.model or runtime.model_name,
     }
+    if include_usage:
+        head["usage"] = None  # OpenAI's chunks carry a null usage until the last one
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -95,8 +81,11 @@ async def _chunks(runtime: Runtime, request: ResponsesAgentRequest, model: str) 
     yield chunk({"role": "assistant", "content": ""})
     custom: dict[str, Any] = {}
     streamed: set[str] = set()
+    usage: dict[str, Any] | None = None
     try:
-        async for event in runtime.runner.stream(request, timeout=runtime.limits.timeout_s):
+        async for event in agent_events(runtime, request, call):
+            if isinstance(event, TraceEnd):
+                continue
             data = as_dict(event)
             custom.update(data.get("custom_outputs") or {})
             kind = data.get("type")
@@ -104,12 +93,15 @@ async def _chunks(runtime: Runtime, request: ResponsesAgentRequest, model: str) 
                 streamed.add(data.get("item_id", ""))
                 yield chunk({"content": data["delta"]})
             elif kind == "response.output_item.done":
+                usage = data.get("usage") or usage
                 item = data.get("item") or {}
                 text = "" if item.get("id") in streamed else output_text([item])  # items sent whole
                 if text:
                     yield chunk({"content": text})
     except Exception as exc:
-        yield f"data: {json.dumps(log_failure(classify(exc), exc).body())}\n\n"
+        yield f"data: {json.dumps(log_failure(classify(exc), exc, where='chat stream').body())}\n\n"
     else:
         yield chunk({}, "stop", custom_outputs=custom or None)
+        if include_usage:
+            yield f"data: {json.dumps({**head, 'choices': [], 'usage': chat_usage(usage)})}\n\n"
     yield "data: [DONE]\n\n"

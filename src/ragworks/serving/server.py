@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -12,7 +13,9 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app, load_agent
+from ragworks.agents.loading import load_agent
+from ragworks.errors import ConfigError
+from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app
 from ragworks.serving.limits import ServingLimits
 from ragworks.trace_export.batch import prepare_tracking_store, setup_server_tracing
 
@@ -22,8 +25,13 @@ FACTORY = "ragworks.serving.app:create_app"
 def run_server(
     spec: ServeSpec, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info"
 ) -> None:
-    """Serve until interrupted; with several workers each process builds its own agent from `spec`."""
+    """Serve until interrupted; with several workers each process builds its own agent from `spec`.
+
+    Raises:
+        ConfigError: the port is taken or the host cannot be bound (checked before anything starts).
+    """
     if workers > 1:
+        check_port(host, port)
         os.environ[SPEC_ENV] = spec.to_json()  # uvicorn's worker processes inherit it
         prepare_tracking_store()  # once, here: the workers would race to create a new database
         uvicorn.run(
@@ -36,10 +44,38 @@ def run_server(
             timeout_graceful_shutdown=5,
         )
         return
-    agent = load_agent(config=spec.config, model_uri=spec.model_uri)  # fails before binding the port
-    setup_server_tracing()
-    app = build_app(agent, limits=ServingLimits(**spec.limits))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    with bind_port(host, port) as sock:  # held from here: nothing can take the port while the agent loads
+        agent = load_agent(config=spec.config, model_uri=spec.model_uri)
+        setup_server_tracing()
+        app = build_app(agent, limits=ServingLimits(**spec.limits))
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with one line, before loading the agent or starting uvicorn, when `host:port` cannot be bound."""
+    bind_port(host, port).close()
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` (not yet listening); ConfigError in one line when that fails."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"Cannot listen on {host!r}: {exc.strerror}. Pass a valid --host.") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is free
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"Port {port} on {host} is already in use: stop the process using it, or pass another --port."
+            ) from None
+        raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    return sock
 
 
 @contextmanager
