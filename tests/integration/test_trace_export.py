@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,15 +23,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
 from ragworks.agents import build_agent
 from ragworks.agents.tracing import CONFIG_TAG
 from ragworks.config import AgentConfig
-from ragworks.trace_export.batch import (
-    BatchTraceExporter,
-    PendingTrace,
-    TraceBatchQueue,
-    batched_export,
-    install_batch_export,
-    tune_sqlite,
-)
-from ragworks.trace_export.writer import one_transaction, store_traces
+from ragworks.trace_export import _mlflow_hooks, _sql_session
+from ragworks.trace_export._sql_session import one_transaction
+from ragworks.trace_export.batch import BatchTraceExporter, batched_export, install_batch_export
+from ragworks.trace_export.retry_queue import TraceQueue
+from ragworks.trace_export.writer import open_client, store_traces
 
 REQUEST = {
     "input": [{"role": "user", "content": "How are logged agents loaded back?"}],
@@ -47,7 +46,7 @@ def exporter(tmp_path: Path) -> Iterator[BatchTraceExporter]:
     installed = install_batch_export()
     assert installed is not None
     yield installed
-    installed.queue.flush()
+    installed.close()
     mlflow.set_tracking_uri(original)
     mp.undo()
     mlflow.tracing.reset()
@@ -73,7 +72,9 @@ def test_every_trace_lands_with_its_spans(exporter: BatchTraceExporter, docs_ind
     assert trace.info.tags[CONFIG_TAG] == config.fingerprint()
     assert trace.info.tags[TraceTagKey.SPANS_LOCATION] == SpansLocation.TRACKING_STORE.value
     assert trace.info.trace_metadata[TraceMetadataKey.TRACE_SESSION] == "conv-9"
-    assert exporter._writer is not None  # stored by the writer process, not the fallback
+    assert exporter.writer is not None and exporter.writer.pid is not None  # by the writer process
+    stats = exporter.stats()
+    assert (stats.stored, stats.retried, stats.dropped, stats.pending) == (40, 0, 0, 0)
 
 
 def test_traces_still_land_when_the_writer_process_dies(
@@ -81,16 +82,17 @@ def test_traces_still_land_when_the_writer_process_dies(
 ) -> None:
     build_agent(AgentConfig(retriever={"type": "local", "index": docs_index})).predict(REQUEST)
     mlflow.flush_trace_async_logging()  # the first batch starts the writer process
-    assert exporter._writer is not None and exporter._writer._proc is not None
-    exporter._writer._proc.kill()
-    exporter._writer._proc.wait()
+    assert exporter.writer is not None and exporter.writer.pid is not None
+    os.kill(exporter.writer.pid, signal.SIGKILL)
+    time.sleep(0.2)
     agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index}))
     for _ in range(3):
         agent.predict(REQUEST)
     mlflow.flush_trace_async_logging()
     traces = mlflow.search_traces(return_type="list")
     assert len(traces) == 4 and all(len(t.data.spans) == 3 for t in traces)
-    assert exporter._writer is None  # fell back to storing in-process
+    assert exporter.writer.restarts == 1  # a new writer process took over
+    assert exporter.stats().stored == 4
 
 
 def test_get_trace_with_flush_sees_the_last_trace(exporter: BatchTraceExporter, docs_index: str) -> None:
@@ -114,9 +116,7 @@ def _stored_traces(exporter: BatchTraceExporter, docs_index: str, n: int) -> lis
 
 def _fresh_store(path: Path) -> tuple[TracingClient, list[int]]:
     """A TracingClient on a new SQLite store, and a list that counts its database commits."""
-    uri = f"sqlite:///{path}"
-    tune_sqlite(uri)
-    client = TracingClient(uri)
+    client = open_client(f"sqlite:///{path}")
     commits: list[int] = []
     sqlalchemy.event.listen(client.store.engine, "commit", lambda _conn: commits.append(1))
     return client, commits
@@ -127,8 +127,9 @@ def test_writer_stores_a_batch_in_one_transaction(
 ) -> None:
     traces = _stored_traces(exporter, docs_index, 5)
     client, commits = _fresh_store(tmp_path / "copy.db")
-    store_traces(client, traces)
+    report = store_traces(client, traces)
     assert len(commits) == 1
+    assert sorted(report.stored) == sorted(t.info.trace_id for t in traces) and not report.failed
     for trace in traces:
         copy = client.get_trace(trace.info.trace_id)
         assert len(copy.data.spans) == 3
@@ -141,8 +142,8 @@ def test_writer_redoes_a_batch_trace_by_trace_when_a_trace_already_exists(
     traces = _stored_traces(exporter, docs_index, 4)
     client, commits = _fresh_store(tmp_path / "copy.db")
     store_traces(client, traces[:1])
-    store_traces(client, traces)  # the first one is there: MLflow's merge path must not lose the rest
-    assert len(commits) > 2
+    report = store_traces(client, traces)  # the first is there: MLflow's merge must not lose the rest
+    assert len(commits) > 2 and len(report.stored) == 4 and not report.failed
     found = client.search_traces(locations=["0"], max_results=10)
     assert sorted(t.info.trace_id for t in found) == sorted(t.info.trace_id for t in traces)
     assert all(len(client.get_trace(t.info.trace_id).data.spans) == 3 for t in traces)
@@ -206,7 +207,7 @@ def test_batched_export_keeps_traces_in_memory_stores_them_and_restores_mlflows_
         agent.predict(REQUEST)  # MLflow's own exporter sets up its provider
         stock = _get_span_processor().span_exporter
         with batched_export(capture=True) as exporter:
-            assert exporter is not None and _get_span_processor().span_exporter is exporter
+            assert exporter is not None and _get_span_processor().span_exporter is exporter.exporter
             for _ in range(3):
                 agent.predict(REQUEST)
             assert exporter.captured is not None and len(exporter.captured) == 3
@@ -225,37 +226,36 @@ def test_not_installed_for_a_tracking_server(monkeypatch: pytest.MonkeyPatch) ->
     assert install_batch_export() is None
 
 
-def _item(n: int) -> PendingTrace:
-    return PendingTrace(trace=n, prompts=(), workspace=None)  # type: ignore[arg-type]  # opaque here
-
-
 def test_queue_writes_what_piled_up_as_one_batch() -> None:
     release = threading.Event()
     batches: list[list[int]] = []
 
-    def write(items: list[PendingTrace]) -> None:
+    def write(items: Sequence[int]) -> dict[int, str]:
         release.wait(5)
-        batches.append([item.trace for item in items])  # type: ignore[misc]
+        batches.append(list(items))
+        return {}
 
-    queue = TraceBatchQueue(write, max_batch=100)
+    queue: TraceQueue[int] = TraceQueue(write, max_batch=100)
     for n in range(6):
-        queue.put(_item(n))
+        queue.put(n)
     release.set()
     queue.flush()
     assert [n for batch in batches for n in batch] == list(range(6))
     assert len(batches) <= 2  # the first trace alone, then the five that waited for it
+    assert queue.stats().stored == 6
 
 
-def test_full_queue_makes_callers_wait_instead_of_dropping() -> None:
+def test_full_queue_makes_callers_wait_while_the_store_keeps_up() -> None:
     written: list[int] = []
     gate = threading.Semaphore(0)
 
-    def write(items: list[PendingTrace]) -> None:
+    def write(items: Sequence[int]) -> dict[int, str]:
         gate.acquire(timeout=5)
-        written.extend(item.trace for item in items)  # type: ignore[misc]
+        written.extend(items)
+        return {}
 
-    queue = TraceBatchQueue(write, max_batch=1, max_pending=2)
-    producer = threading.Thread(target=lambda: [queue.put(_item(n)) for n in range(10)])
+    queue: TraceQueue[int] = TraceQueue(write, max_batch=1, max_pending=2, put_timeout=10)
+    producer = threading.Thread(target=lambda: [queue.put(n) for n in range(10)])
     producer.start()
     producer.join(0.3)
     assert producer.is_alive()  # blocked on the full queue, not discarding
@@ -263,21 +263,61 @@ def test_full_queue_makes_callers_wait_instead_of_dropping() -> None:
         gate.release()
     producer.join(5)
     queue.flush(terminate=True)
-    assert written == list(range(10))
+    assert written == list(range(10)) and queue.stats().dropped == 0
 
 
-def test_failed_batch_does_not_stop_the_writer(caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_traces_are_retried_with_backoff_then_stored() -> None:
+    attempts: list[float] = []
     written: list[int] = []
 
-    def write(items: list[PendingTrace]) -> None:
-        if items[0].trace == 0:
-            raise RuntimeError("database is locked")
-        written.extend(item.trace for item in items)  # type: ignore[misc]
+    def write(items: Sequence[int]) -> dict[int, str]:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            return dict.fromkeys(range(len(items)), "OperationalError: attempt to write a readonly database")
+        written.extend(items)
+        return {}
 
-    queue = TraceBatchQueue(write)
-    queue.put(_item(0))
-    queue.flush()
-    queue.put(_item(1))
-    queue.flush()
-    assert written == [1]
-    assert "Could not store 1 traces" in caplog.text
+    queue: TraceQueue[int] = TraceQueue(write, backoff=(0.05, 1.0))
+    queue.put(1)
+    queue.put(2)
+    deadline = time.monotonic() + 5
+    while not written and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = queue.stats()
+    assert written == [1, 2]
+    assert attempts[2] - attempts[1] >= attempts[1] - attempts[0] >= 0.04  # waits grow
+    assert (stats.stored, stats.retried, stats.dropped, stats.failed_batches) == (2, 4, 0, 2)
+    assert stats.last_error is not None and "readonly" in stats.last_error
+
+
+def test_a_store_that_stays_down_costs_bounded_memory_and_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def write(items: Sequence[int]) -> dict[int, str]:
+        return dict.fromkeys(range(len(items)), "OperationalError: unable to open database file")
+
+    queue: TraceQueue[int] = TraceQueue(
+        write, max_pending=10, max_attempts=2, backoff=(0.01, 0.02), warn_interval=60
+    )
+    started = time.monotonic()
+    for n in range(200):
+        queue.put(n)  # never waits on a failing store
+    assert time.monotonic() - started < 2
+    queue.flush(terminate=True)
+    stats = queue.stats()
+    assert stats.stored == 0 and stats.pending == 0
+    assert stats.dropped == 200  # every trace counted: none silently lost, none reported stored
+    warnings = [r for r in caplog.records if r.name == "ragworks.trace_export" and "Dropped" in r.message]
+    assert 1 <= len(warnings) <= 2  # the first drop, and the rest summed up at exit
+    assert "200 in all" in warnings[-1].getMessage()
+
+
+def test_the_hooks_into_mlflow_are_all_found_on_this_mlflow(exporter: BatchTraceExporter) -> None:
+    """On a supported MLflow the private hooks engage, never the stock fallback."""
+    assert _mlflow_hooks.MISSING == ()
+    assert not _mlflow_hooks._fallback_logged.is_set()
+    assert _sql_session.supports(exporter.exporter.client.store)
+    assert not _sql_session._fallback_logged.is_set()
+    from mlflow.tracing.provider import _get_span_processor
+
+    assert _get_span_processor().span_exporter is exporter.exporter

@@ -1,34 +1,39 @@
-"""The trace-writer process: stores batches of traces sent by the server, off the server's GIL.
+"""Storing a batch of traces, and the trace-writer process that does it off the server's GIL.
 
     python -m ragworks.trace_export.writer <tracking-uri>
 
-Protocol, one line each way: the server writes a JSON list of `Trace.to_dict()`s; the writer stores
-them (`start_trace` each, then one `log_spans` for the batch) and answers `ok`. It exits at end of
-input, i.e. when the server closes the pipe or dies.
+Protocol, one line each way: the server writes a JSON list of `Trace.to_dict()`s; the writer
+stores them and answers one JSON object, `{"stored": [ids], "failed": {id: error}}` (or
+`{"error": ...}` when the whole batch could not be read or the store not opened). A trace is
+reported stored only once its info and spans are committed. The writer exits at end of input, i.e.
+when the server closes the pipe or dies.
 
-A batch is stored in one database transaction when the store allows it (`one_transaction`): MLflow's
-own `start_trace` and `log_spans` run unchanged, but share one session, one experiment lookup and one
-commit, which halves the writer's CPU per trace (7.6 -> 3.7 ms here). Any rollback inside MLflow's
-code (e.g. its merge path for a trace that already exists) aborts the whole transaction instead, and
-the batch is then stored trace by trace as before, so nothing is half-written or lost.
+A batch goes in one transaction when the store allows it (`_sql_session.one_transaction`); if that
+fails, each trace is stored on its own, so one bad trace or a merge with an existing row costs
+only itself. SQLite stores get WAL with `synchronous=NORMAL`, so a commit does not wait for fsync.
+WAL maps the store's `-shm` file into memory: if that file turns read-only, the next write is a
+SIGBUS. Only this process ever writes to the store, so such a crash ends the writer, never the
+server, which sees the pipe close and starts another writer later (`WriterProcess`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow.entities import Span, Trace
+from mlflow.entities import Trace
 from mlflow.tracing.client import TracingClient
 from mlflow.tracing.constant import SpansLocation, TraceTagKey
 from mlflow.tracing.utils import add_size_stats_to_trace_metadata
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
+
+from ragworks.trace_export import _sql_session
 
 logger = logging.getLogger("ragworks.trace_export.writer")
 WRITER_NICENESS = 10
@@ -37,125 +42,126 @@ LOCKED_RETRIES = 3
 """Retries of a batch that SQLite refused with "database is locked"."""
 
 
-_ONE_AT_A_TIME = threading.Lock()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreReport:
+    """What became of a batch: the ids committed, and an error for each trace that was not."""
+
+    stored: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The protocol's reply line (without its newline)."""
+        return json.dumps({"stored": list(self.stored), "failed": self.failed})
 
 
-class _RollbackRefused(Exception):
-    """MLflow's code asked to roll back part of a shared transaction; the whole batch is redone."""
+def _short(exc: BaseException) -> str:
+    """An error in one short line: the first line of its message, with its type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
-@contextmanager
-def one_transaction(store: Any) -> Iterator[None]:
-    """Run the store's writes inside this block in one session and commit once at its end.
-
-    Any: MLflow's `SqlAlchemyStore`, whose `ManagedSessionMaker` (an internal) opens a session per
-    call. Only the calling thread's calls share the session: the store object is shared by the
-    process. Raises if MLflow's code calls `rollback()` in the block, since that would silently drop
-    the writes made before it; the caller then stores the batch the ordinary way.
-    """
-    with _ONE_AT_A_TIME:  # the patches below must not nest
-        yield from _shared_session(store)
-
-
-def _shared_session(store: Any) -> Iterator[None]:
-    owner = threading.get_ident()  # the store is shared: other threads keep their own sessions
-    real_maker = store.ManagedSessionMaker
-    real_get_experiment = store.get_experiment
-    experiments: dict[str, Any] = {}
-
-    def get_experiment(experiment_id: str) -> Any:
-        if threading.get_ident() != owner:
-            return real_get_experiment(experiment_id)
-        if experiment_id not in experiments:
-            experiments[experiment_id] = real_get_experiment(experiment_id)
-        return experiments[experiment_id]
-
-    with real_maker(read_only=False) as session:
-        real_rollback = session.rollback
-
-        def refuse_rollback() -> None:
-            raise _RollbackRefused
-
-        def maker(*args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() == owner:
-                return nullcontext(session)
-            return real_maker(*args, **kwargs)
-
-        session.rollback = refuse_rollback
-        store.ManagedSessionMaker = maker
-        store.get_experiment = get_experiment
-        try:
-            yield
-        finally:
-            store.ManagedSessionMaker = real_maker
-            store.get_experiment = real_get_experiment
-            session.rollback = real_rollback  # the outer session's own error handling needs it
-
-
-def store_traces(client: TracingClient, traces: Sequence[Trace]) -> None:
-    """Store a batch: in one transaction when possible, else trace by trace."""
+def store_traces(client: TracingClient, traces: Sequence[Trace]) -> StoreReport:
+    """Store a batch: in one transaction when possible, else trace by trace; report each trace."""
     for trace in traces:
         add_size_stats_to_trace_metadata(trace)
         # The spans go to the store's spans table (below), not to a trace-data artifact.
         trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
-    store = client.store
-    if hasattr(store, "ManagedSessionMaker") and hasattr(store, "get_experiment"):
-        for attempt in range(LOCKED_RETRIES + 1):
-            try:
-                with one_transaction(store):
-                    _write(client, traces, strict=True)
-                return
-            except Exception as exc:  # rolled back as a whole: nothing of the batch was stored
-                # SQLite refuses at once (no busy wait) a read transaction that turns into a write
-                # while another connection writes: worth another go before the slower path.
-                if "locked" in str(exc).lower() and attempt < LOCKED_RETRIES:
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                logger.debug("Storing %d traces one by one: %s", len(traces), exc)
+    if _sql_session.supports(client.store):
+        error = _in_one_transaction(client, traces)
+        if error is None:
+            return StoreReport(stored=tuple(t.info.trace_id for t in traces))
+        logger.debug("Storing %d traces one by one: %s", len(traces), error)
+    return _one_by_one(client, traces)
+
+
+def _in_one_transaction(client: TracingClient, traces: Sequence[Trace]) -> str | None:
+    """None once the batch is committed; else why not (nothing of it was stored)."""
+    error = ""
+    for attempt in range(LOCKED_RETRIES + 1):
+        try:
+            with _sql_session.one_transaction(client.store):
+                for trace in traces:
+                    client.start_trace(trace.info)
+                for experiment_id, spans in _spans_by_experiment(traces).items():
+                    client.log_spans(experiment_id, spans)
+            return None
+        except Exception as exc:  # rolled back as a whole
+            error = _short(exc)
+            # SQLite refuses at once (no busy wait) a read transaction that turns into a write
+            # while another connection writes: worth another go before the slower path.
+            if "locked" not in error.lower() or attempt == LOCKED_RETRIES:
                 break
-    _write(client, traces, strict=False)
+            time.sleep(0.05 * (attempt + 1))
+    return error
 
 
-def _write(client: TracingClient, traces: Sequence[Trace], *, strict: bool) -> None:
-    """`start_trace` per trace, then one `log_spans` per experiment; `strict` raises on any failure."""
-    spans: defaultdict[str | None, list[Span]] = defaultdict(list)
+def _spans_by_experiment(traces: Sequence[Trace]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}  # Any: MLflow Span objects
     for trace in traces:
+        groups.setdefault(trace.info.experiment_id or DEFAULT_EXPERIMENT_ID, []).extend(trace.data.spans)
+    return groups
+
+
+def _one_by_one(client: TracingClient, traces: Sequence[Trace]) -> StoreReport:
+    stored: list[str] = []
+    failed: dict[str, str] = {}
+    for trace in traces:
+        trace_id = trace.info.trace_id
         try:
             client.start_trace(trace.info)
+            client.log_spans(trace.info.experiment_id or DEFAULT_EXPERIMENT_ID, list(trace.data.spans))
+            stored.append(trace_id)
         except Exception as exc:
-            if strict:
-                raise
-            logger.warning("Could not store the trace %s: %s", trace.info.trace_id, exc)
-        spans[trace.info.experiment_id].extend(trace.data.spans)
-    for experiment_id, group in spans.items():
+            failed[trace_id] = _short(exc)
+    return StoreReport(stored=tuple(stored), failed=failed)
+
+
+def tune_sqlite(client: TracingClient) -> None:
+    """WAL journal and `synchronous=NORMAL` on the client's SQLite connections (no-op otherwise)."""
+    if not client.tracking_uri.startswith("sqlite"):
+        return
+    from sqlalchemy import event
+
+    engine = getattr(client.store, "engine", None)
+    if engine is None:
+        return
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:  # Any: a DB-API connection
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # pooled connections reopen with the pragmas
+
+
+def open_client(uri: str) -> TracingClient:
+    """A tuned client on `uri` (the store is created or migrated if new)."""
+    client = TracingClient(uri)
+    tune_sqlite(client)
+    return client
+
+
+def handle_line(line: str, uri: str, client: TracingClient | None) -> tuple[str, TracingClient | None]:
+    """Store one request line; return the reply line and the client (opened now if need be)."""
+    try:
+        traces = [Trace.from_dict(d) for d in json.loads(line)]
+    except Exception as exc:
+        return json.dumps({"error": f"unreadable batch: {_short(exc)}"}), client
+    if client is None:
         try:
-            client.log_spans(experiment_id or DEFAULT_EXPERIMENT_ID, group)
-        except Exception as exc:
-            if strict:
-                raise
-            logger.warning("Could not store the spans of %d traces: %s", len(traces), exc)
-
-
-def _open_store(uri: str, *, attempts: int = 5) -> None:
-    """Open (and, if new, create) the store; another worker's writer may be creating it right now."""
-    from ragworks.trace_export.batch import tune_sqlite
-
-    for attempt in range(attempts):
-        try:
-            tune_sqlite(uri)
-            return
-        except Exception as exc:  # e.g. "table _alembic_tmp_tags already exists" mid-migration
-            if attempt == attempts - 1:
-                raise
-            logger.warning("Could not open the tracking store yet (%s); retrying.", exc)
-            time.sleep(1 + attempt)
+            client = open_client(uri)
+        except Exception as exc:  # down or read-only: every batch says so until it opens
+            return json.dumps({"error": f"cannot open the tracking store: {_short(exc)}"}), None
+    try:
+        return store_traces(client, traces).to_json(), client
+    except Exception as exc:
+        return json.dumps({"error": _short(exc)}), client
 
 
 def main(argv: Sequence[str]) -> None:
     """Serve the protocol on stdin/stdout until stdin closes."""
-    import json
-    import os
-
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")  # the protocol's channel ...
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # ... and stray prints go to the log
     sys.stdout = sys.stderr
@@ -165,14 +171,10 @@ def main(argv: Sequence[str]) -> None:
         # first, and the writer catches up in the gaps (the server's queue bounds the backlog).
         os.nice(WRITER_NICENESS)
     uri = argv[0]
-    _open_store(uri)
-    client = TracingClient(uri)
+    client: TracingClient | None = None
     for line in sys.stdin:
-        try:
-            store_traces(client, [Trace.from_dict(d) for d in json.loads(line)])
-        except Exception:  # a bad batch must not stop the writer
-            logger.exception("Could not store a batch of traces.")
-        replies.write("ok\n")
+        reply, client = handle_line(line, uri, client)
+        replies.write(reply + "\n")
         replies.flush()
 
 
