@@ -230,9 +230,14 @@ def write_index(
 
 
 def refuse_foreign(folder: Path) -> None:
-    """A folder with other things in it and no manifest is not ours to overwrite."""
+    """A folder with other things in it and no manifest is not ours to overwrite.
+
+    A killed first write leaves a data folder without a manifest: that one is ours.
+    """
     if folder.exists() and not has_index(folder):
-        visible = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        visible = [
+            p for p in folder.iterdir() if not p.name.startswith(".") and not _DATA_NAME.fullmatch(p.name)
+        ]
         if visible:
             raise IndexFormatError(
                 f"{folder} exists and is not a ragworks index; choose an empty or new folder."

@@ -131,3 +131,86 @@ def test_pdf_text_is_extracted(tmp_path: Path) -> None:
     reasons = dict(report.skipped)
     assert reasons[str((tmp_path / "blank.pdf").as_posix())].startswith("empty")
     assert reasons[str((tmp_path / "broken.pdf").as_posix())].startswith("unreadable")
+
+
+def test_symlinks_out_of_the_folder_are_skipped_and_reported(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    (root / "inner").mkdir(parents=True)
+    (root / "inner" / "real.md").write_text("Inside the folder: otters hold hands.")
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "secret.txt").write_text("root password hunter2")
+    (root / "link.txt").symlink_to(secret / "secret.txt")
+    (root / "linked-folder").symlink_to(secret, target_is_directory=True)
+    (root / "alias.md").symlink_to(root / "inner" / "real.md")  # inside the folder: allowed
+    (root / "..sneaky.md").write_text("a name that starts with two dots")
+    report = ingest([root], tmp_path / "idx", embeddings="none")
+    reasons = {Path(s).name: r for s, r in report.skipped}
+    assert reasons["link.txt"].startswith("symlink to a file outside")
+    assert reasons["linked-folder"].startswith("symlink to a folder outside")
+    assert reasons["..sneaky.md"].startswith("name starts with '..'")
+    assert sorted(Path(s).name for s in report.added) == ["alias.md", "real.md"]
+    texts = " ".join(c.text for c in LocalIndex.load(tmp_path / "idx").chunks())
+    assert "hunter2" not in texts and "otters" in texts
+
+
+def test_prune_removes_chunks_of_files_that_are_gone(docs: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.md").write_text("Another folder's document about lighthouses.")
+    ingest([docs], tmp_path / "idx", embeddings="hashing")
+    ingest([other], tmp_path / "idx", embeddings="hashing")
+    (docs / "notes.txt").unlink()
+    kept = ingest([docs], tmp_path / "idx", embeddings="hashing", prune=False)
+    assert kept.removed == [] and not kept.changed
+    report = ingest([docs], tmp_path / "idx", embeddings="hashing")
+    assert [Path(s).name for s in report.removed] == ["notes.txt"]
+    assert "1 removed" in report.summary()
+    sources = {Path(c.metadata["source"]).name for c in LocalIndex.load(tmp_path / "idx").chunks()}
+    assert sources == {"guide.md", "page.html", "keep.md"}  # the other folder is out of scope
+
+
+def test_prune_removes_a_file_now_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("Alpha document.")
+    (root / "b.md").write_text("Beta document.")
+    ingest([root], tmp_path / "idx", embeddings="none")
+    (root / "b.md").write_text("  ")
+    report = ingest([root], tmp_path / "idx", embeddings="none")
+    assert [Path(s).name for s in report.removed] == ["b.md"]
+    assert [c.text for c in LocalIndex.load(tmp_path / "idx").chunks()] == ["Alpha document."]
+
+
+def test_an_empty_folder_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="Nothing to index"):
+        ingest([tmp_path / "empty"], tmp_path / "idx", embeddings="none")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_cli_ingest_of_an_empty_folder_exits_1(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragworks.cli import app
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "image.png").write_bytes(b"\x89PNG")
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path / "empty"), "--index", str(tmp_path / "idx")])
+    assert result.exit_code == 1
+    assert "Nothing to index" in result.output and "unsupported file type" in result.output
+    assert not (tmp_path / "idx").exists()
+
+
+def test_cli_ingest_no_prune_keeps_gone_files(docs: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragworks.cli import app
+
+    args = ["ingest", str(docs), "--index", str(tmp_path / "idx"), "--embeddings", "none"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (docs / "guide.md").unlink()
+    result = CliRunner().invoke(app, [*args, "--no-prune"])
+    assert result.exit_code == 0 and "0 removed" in result.output
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "1 removed" in result.output

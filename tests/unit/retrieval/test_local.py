@@ -187,3 +187,12 @@ def test_search_with_a_query_vector_made_elsewhere(index: LocalIndex) -> None:
         bm25_only = LocalIndex(embeddings="none")
         bm25_only.upsert(CHUNKS)
         bm25_only.search("x", vector=vector)
+
+
+def test_a_filter_on_a_field_no_chunk_has_is_an_error_listing_the_fields(index: LocalIndex) -> None:
+    with pytest.raises(ConfigError, match=r"'sorce'; fields in this index: n, source"):
+        index.search("MLflow", k=2, filters={"sorce": "a.md"})
+    with pytest.raises(ConfigError, match="'year'"):
+        index.search("MLflow", k=2, filters={"year >=": 2020})
+    index.upsert([Chunk(id="e", text="MLflow again", metadata={"source": "e.md", "year": 2024})])
+    assert [d.id for d in index.search("MLflow", k=2, filters={"year >=": 2020})] == ["e"]
