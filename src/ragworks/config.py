@@ -38,7 +38,9 @@ class RetrieverConfig(_Strict):
     type: str = "local"
     """`local`, `databricks-vector-search`, or `langchain:<module>:<attr>` for any LangChain retriever."""
     index: str = "./index"
-    """A local index folder, or a Unity Catalog index name for Databricks Vector Search."""
+    """A local index folder, or a Unity Catalog index name for Databricks Vector Search. A relative
+    folder written in a config file is read from the file's folder (from the working directory when
+    the config is given as a dict)."""
     k: int = Field(default=5, ge=1, le=200)
     """How many chunks each retrieval returns."""
     mode: SearchMode = "hybrid"
@@ -124,7 +126,11 @@ class AgentConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AgentConfig:
-        """Read a config from a YAML file, with errors that name the file and field."""
+        """Read a config from a YAML file, with errors that name the file and field.
+
+        Relative paths the file names (a local `retriever.index`) are read from the file's folder,
+        not from the working directory, so the config means the same wherever it is run from.
+        """
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -136,7 +142,7 @@ class AgentConfig(_Strict):
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of fields, not {type(raw).__name__}.")
-        return _validate(cls, raw, source=str(path))
+        return _paths_from(_validate(cls, raw, source=str(path)), path.parent)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """Dump the config as YAML (fields at their defaults included); write it if `path` is given."""
@@ -149,6 +155,22 @@ class AgentConfig(_Strict):
         """A short stable hash of the config, for trace tags and caches."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _paths_from(cfg: AgentConfig, base: Path) -> AgentConfig:
+    """A copy of `cfg` whose relative local paths, as written in its file, are made absolute under `base`.
+
+    Only values the file sets are moved: a default (`./index`) keeps meaning the working directory.
+    """
+    retriever = cfg.retriever
+    if retriever.type != "local" or "index" not in retriever.model_fields_set:
+        return cfg
+    index = Path(retriever.index).expanduser()
+    if index.is_absolute():
+        return cfg
+    moved = cfg.model_copy(deep=True)
+    moved.retriever.index = str((base / index).resolve())
+    return moved
 
 
 def _validate(model: type[AgentConfig], data: dict[str, Any], *, source: str) -> AgentConfig:

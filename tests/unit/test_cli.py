@@ -52,3 +52,18 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--debug", "search", "x", "--index", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "Traceback" in result.output
+
+
+def test_search_with_a_config_reads_its_index_from_the_config_folder(
+    docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    args = ["ingest", str(docs), "--index", str(project / "idx"), "--embeddings", "none"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (project / "agent.yaml").write_text("retriever:\n  index: idx\n  mode: bm25\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = runner.invoke(app, ["search", "magma", "--config", "../project/agent.yaml", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["metadata"]["source"].endswith("b.md")
