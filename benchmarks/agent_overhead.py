@@ -6,12 +6,15 @@ One retriever (a LocalIndex over the docs ragworks ships, hashing embeddings) an
 scripted model, which answers instantly, or the offline extractive model) are run:
 
     (a) bare graph       a minimal StateGraph: retrieve (retriever.invoke) -> generate (llm.invoke)
+    (a) bare stream      the same graph streamed by LangGraph, stream_mode=["messages", "updates"]
+                         (token deltas through LangGraph's callbacks), all chunks consumed
     (b) predict          RagResponsesAgent.predict, tracing off, then on (SQLite store in a temp dir)
     (c) predict_stream   RagResponsesAgent.predict_stream, all events consumed, tracing off and on
 
 After a warm-up, each variant answers `--requests` requests from a fixed list of questions; the
 variants take turns request by request, so load from other processes falls on all of them alike.
-Prints the median and p90 per request in ms and each median's ratio to (a). Traces are exported by
+Prints the median and p90 per request in ms, each median's ratio to (a), and predict_stream's
+ratio to predict. Traces are exported by
 MLflow's background queue (its default), so "tracing on" times the request path, not the export.
 """
 
@@ -130,6 +133,9 @@ def run(requests: int, model: str) -> dict[str, list[float]]:
 
         variants: dict[str, Callable[[str], object]] = {
             "(a) bare graph": lambda q: bare.invoke({"question": q}),
+            "(a) bare stream (messages mode)": lambda q: list(
+                bare.stream({"question": q}, stream_mode=["messages", "updates"])
+            ),
             "(b) predict, tracing off": trace_disabled(predict),
             "(c) predict_stream, tracing off": trace_disabled(stream),
             "(b) predict, tracing on": predict,
@@ -153,6 +159,10 @@ def report(results: dict[str, list[float]], *, requests: int, model: str) -> Non
         median = statistics.median(times)
         p90 = statistics.quantiles(times, n=10)[-1]
         print(f"{name:<34}{median:>10.2f}{p90:>10.2f}{median / base:>8.2f}")
+    for tracing in ("off", "on"):
+        predict = statistics.median(results[f"(b) predict, tracing {tracing}"])
+        stream = statistics.median(results[f"(c) predict_stream, tracing {tracing}"])
+        print(f"predict_stream / predict, tracing {tracing}: {stream / predict:.2f}")
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
 """One run of a graph as a stream of neutral events; both MLflow adapters map these events.
 
-`graph.stream(stream_mode=["messages", "updates"])` gives token chunks while a node runs and the
-node's state update when it ends. Text deltas come from the chunks of answer nodes; finished
-messages, tool calls, tool results and documents come from the updates. Invariant: for every text
-item, the concatenated deltas equal the finished text.
+`graph.stream(stream_mode=["custom", "updates"])` gives what nodes write while they run and each
+node's state update when it ends. Text deltas are the `TextChunk`s that answer nodes write as they
+stream their model (see `_streaming`); finished messages, tool calls, tool results and documents
+come from the updates. Invariant: for every text item, the concatenated deltas equal the finished
+text. The final `TextDone` carries the token usage summed over the run's model calls.
 
-With `stream=False` only the updates are read, so the chat model is called once (`invoke`), not
-token by token through LangGraph's callbacks: the same events, each text as a single delta, at a
-fraction of the CPU (what non-streaming `predict` and `/invocations` want).
+With `stream=False` answer nodes invoke their model once instead of streaming it: the same events,
+each text as a single delta (what non-streaming `predict` and `/invocations` want). Either way
+deltas never pass through LangGraph's `messages` mode, whose per-token callbacks cost far more
+than a fast model's answer.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from ragworks.agents._messages import content_text, message_text
-from ragworks.agents.graphs import ANSWER_NODES
+from ragworks.agents._messages import message_text
+from ragworks.agents._streaming import STREAM_TEXT, TextChunk, sum_usage
 from ragworks.agents.prompts import cited_numbers, source_name
 
 SNIPPET_CHARS = 300
@@ -41,12 +44,14 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextDone:
-    """A finished assistant text; `final` marks the answer that ends the run (it carries the sources)."""
+    """A finished assistant text; `final` marks the answer that ends the run (it carries the sources
+    and the token usage of all the run's model calls, None when no model reported usage)."""
 
     item_id: str
     text: str
     final: bool = False
     sources: list[dict[str, Any]] = field(default_factory=list)
+    usage: UsageMetadata | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,13 +104,13 @@ class _Run:
     items: dict[str, str] = field(default_factory=dict)
     """Output item id per message id."""
     open_key: str | None = None
+    usage: UsageMetadata | None = None
 
-    def delta(self, chunk: AIMessageChunk) -> TextDelta | None:
-        text = content_text(chunk.content)
+    def delta(self, text: str) -> TextDelta | None:
         if not text:
             return None
-        key = chunk.id or self.open_key or "answer"
-        self.open_key = key
+        # a node streams one message at a time, and its update ends it: so one key per open message
+        key = self.open_key = self.open_key or new_item_id("stream")
         self.streamed[key] = self.streamed.get(key, "") + text
         return TextDelta(item_id=self.items.setdefault(key, new_item_id()), delta=text)
 
@@ -120,10 +125,12 @@ class _Run:
             yield TextDelta(item_id=item_id, delta=text[len(streamed) :])
         elif not text.startswith(streamed):
             text = streamed  # the stream is what the client saw
+        self.usage = sum_usage(self.usage, message.usage_metadata)
         final = not message.tool_calls
         if text or final:
             sources = sources_payload(self.documents, text) if final else []
-            yield TextDone(item_id=item_id, text=text, final=final, sources=sources)
+            usage = self.usage if final else None
+            yield TextDone(item_id=item_id, text=text, final=final, sources=sources, usage=usage)
         for call in message.tool_calls:
             yield ToolCallEvent(
                 item_id=new_item_id("fc"),
@@ -142,13 +149,14 @@ def run_graph(
 ) -> Iterator[AgentEvent]:
     """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`."""
     run = _Run()
-    modes: list[StreamMode] = ["messages", "updates"] if stream else ["updates"]
-    events = graph.stream({"messages": messages}, config, stream_mode=modes)
+    # "custom" makes LangGraph run nodes on worker threads so that it can yield while they run:
+    # worth it only when there are deltas to yield
+    modes: list[StreamMode] = ["custom", "updates"] if stream else ["updates"]
+    events = graph.stream({"messages": messages}, _with_stream_flag(config, stream), stream_mode=modes)
     for mode, payload in events:
-        if mode == "messages":
-            chunk, meta = cast(tuple[BaseMessage, dict[str, Any]], payload)
-            if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") in ANSWER_NODES:
-                delta = run.delta(chunk)
+        if mode == "custom":
+            if isinstance(payload, TextChunk):
+                delta = run.delta(payload.delta)
                 if delta is not None:
                     yield delta
             continue
@@ -156,8 +164,16 @@ def run_graph(
             yield from _update_events(run, update or {})
 
 
+def _with_stream_flag(config: RunnableConfig | None, stream: bool) -> RunnableConfig:
+    """`config` with `configurable[STREAM_TEXT]` set, keeping what the caller configured (a thread id)."""
+    merged: RunnableConfig = {**(config or {})}
+    merged["configurable"] = {**(merged.get("configurable") or {}), STREAM_TEXT: stream}
+    return merged
+
+
 def _update_events(run: _Run, update: dict[str, Any]) -> Iterator[AgentEvent]:
     run.documents.extend(update.get("documents") or [])
+    run.usage = sum_usage(run.usage, update.get("usage"))
     for message in update.get("messages") or []:
         if isinstance(message, AIMessage):
             yield from run.finish(message)

@@ -17,6 +17,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import mlflow
+from langchain_core.messages.ai import UsageMetadata
 from langgraph.graph.state import CompiledStateGraph
 from mlflow.entities import SpanType
 from mlflow.types.llm import (
@@ -27,6 +28,7 @@ from mlflow.types.llm import (
     ChatCompletionResponse,
     ChatMessage,
     ChatParams,
+    TokenUsageStats,
 )
 
 from ragworks.agents._messages import chat_to_messages
@@ -46,6 +48,17 @@ def _reduce_chunks(chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
     return {"content": text, "custom_outputs": custom}
 
 
+def _token_usage(usage: UsageMetadata | None) -> TokenUsageStats | None:
+    """LangChain token usage in chat-completions terms."""
+    if usage is None:
+        return None
+    return TokenUsageStats(
+        prompt_tokens=usage["input_tokens"],
+        completion_tokens=usage["output_tokens"],
+        total_tokens=usage["total_tokens"],
+    )
+
+
 class RagChatModel(ChatModel):
     """A ragworks graph as an MLflow ChatModel (deprecated upstream: prefer `RagResponsesAgent`).
 
@@ -62,21 +75,22 @@ class RagChatModel(ChatModel):
     def predict(  # type: ignore[override]  # ChatModel's signature, not PythonModel's
         self, context: Any, messages: list[ChatMessage], params: ChatParams
     ) -> ChatCompletionResponse:
-        """Answer a chat; the reduction of `predict_stream`'s chunks."""
-        text, custom = [], None
+        """Answer a chat; the reduction of `predict_stream`'s chunks (usage: the run's token counts)."""
+        text, custom, usage = [], None, None
         for chunk in self._chunks(messages, params, stream=False):
             text.append(chunk.choices[0].delta.content or "")
             custom = chunk.custom_outputs or custom
+            usage = chunk.usage or usage
         message = ChatMessage(role="assistant", content="".join(text))
         return ChatCompletionResponse(
-            choices=[ChatChoice(message=message)], model=self.model_name, custom_outputs=custom
+            choices=[ChatChoice(message=message)], model=self.model_name, custom_outputs=custom, usage=usage
         )
 
     @mlflow.trace(name="predict_stream", span_type=SpanType.AGENT, output_reducer=_reduce_chunks)
     def predict_stream(  # type: ignore[override]  # ChatModel's signature, not PythonModel's
         self, context: Any, messages: list[ChatMessage], params: ChatParams
     ) -> Generator[ChatCompletionChunk, None, None]:
-        """Stream the answer as chat-completion chunks; the last one carries the sources."""
+        """Stream the answer as chat-completion chunks; the last one carries the sources and usage."""
         yield from self._chunks(messages, params)
 
     def _chunks(
@@ -96,7 +110,10 @@ class RagChatModel(ChatModel):
                 texts_done += bool(event.text)
                 if event.final:
                     custom = {"sources": event.sources}
-                    yield self._chunk(completion_id, "", finish_reason="stop", custom_outputs=custom)
+                    usage = _token_usage(event.usage)
+                    yield self._chunk(
+                        completion_id, "", finish_reason="stop", custom_outputs=custom, usage=usage
+                    )
 
     def _chunk(self, completion_id: str, text: str, **kwargs: Any) -> ChatCompletionChunk:
         choice = ChatChunkChoice(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.documents import Document
@@ -27,13 +27,17 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamWriter
 
 from ragworks.agents._messages import message_text, split_system
+from ragworks.agents._streaming import TextChunk, streaming_requested
 from ragworks.agents.offline import OfflineChatModel
 from ragworks.agents.prompts import (
     CONDENSE_PROMPT,
@@ -51,8 +55,6 @@ Condense = Literal["auto", "llm", "keywords", "none"]
 NODE_GENERATE = "generate"
 NODE_AGENT = "agent"
 NODE_LIMIT = "limit"
-ANSWER_NODES = frozenset({NODE_GENERATE, NODE_AGENT, NODE_LIMIT})
-"""Nodes whose AI messages are answers shown to the user (and streamed)."""
 
 
 class AgentState(TypedDict):
@@ -62,6 +64,8 @@ class AgentState(TypedDict):
     documents: NotRequired[Annotated[list[Document], operator.add]]
     query: NotRequired[str]
     steps: NotRequired[int]
+    usage: NotRequired[UsageMetadata]
+    """Token usage of the model calls of a step whose replies are not in `messages` (the rewrite)."""
 
 
 def _conversation(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
@@ -86,8 +90,17 @@ def _question(turns: Sequence[BaseMessage]) -> str:
     return ""
 
 
-def condense_query(llm: BaseChatModel, messages: Sequence[BaseMessage], *, mode: Condense = "auto") -> str:
-    """The retrieval query for the last user turn, made standalone when earlier turns exist."""
+def condense_query(
+    llm: BaseChatModel,
+    messages: Sequence[BaseMessage],
+    *,
+    mode: Condense = "auto",
+    on_usage: Callable[[UsageMetadata], None] | None = None,
+) -> str:
+    """The retrieval query for the last user turn, made standalone when earlier turns exist.
+
+    `on_usage` receives the token usage of the rewrite, when a model call made one.
+    """
     turns = _conversation(messages)
     question = _question(turns)
     earlier = [message_text(m) for m in turns if isinstance(m, HumanMessage)][:-1]
@@ -96,8 +109,25 @@ def condense_query(llm: BaseChatModel, messages: Sequence[BaseMessage], *, mode:
     if mode == "keywords" or (mode == "auto" and isinstance(llm, OfflineChatModel)):
         return condense_keywords(question, earlier)
     prompt = [SystemMessage(CONDENSE_PROMPT), *turns]
-    rewritten = message_text(traced_chat(llm, prompt, name="condense_question", model=llm, tags=["nostream"]))
-    return rewritten.strip() or question
+    reply = traced_chat(llm, prompt, name="condense_question", model=llm, tags=["nostream"])
+    if on_usage is not None and reply.usage_metadata:
+        on_usage(reply.usage_metadata)
+    return message_text(reply).strip() or question
+
+
+def answer_call(
+    llm: Runnable[Any, BaseMessage],
+    prompt: Sequence[BaseMessage],
+    *,
+    name: str,
+    model: BaseChatModel,
+    config: RunnableConfig,
+    writer: StreamWriter,
+) -> AIMessage:
+    """One answer-node model call: streamed as `TextChunk`s when the run asked for text deltas."""
+    if not streaming_requested(config):
+        return traced_chat(llm, prompt, name=name, model=model)
+    return traced_chat(llm, prompt, name=name, model=model, on_text=lambda t: writer(TextChunk(delta=t)))
 
 
 def build_rag_graph(
@@ -110,10 +140,12 @@ def build_rag_graph(
     """Compile the retrieve -> generate graph: one retrieval, then a cited answer."""
 
     def retrieve(state: AgentState) -> dict[str, Any]:
-        query = condense_query(llm, state["messages"], mode=condense)
-        return {"query": query, "documents": traced_retrieve(retriever, query)}
+        usage: list[UsageMetadata] = []
+        query = condense_query(llm, state["messages"], mode=condense, on_usage=usage.append)
+        update: dict[str, Any] = {"query": query, "documents": traced_retrieve(retriever, query)}
+        return {**update, "usage": usage[0]} if usage else update
 
-    def generate(state: AgentState) -> dict[str, Any]:
+    def generate(state: AgentState, config: RunnableConfig, writer: StreamWriter) -> dict[str, Any]:
         turns = _conversation(state["messages"])
         docs = state.get("documents", [])
         prompt = [
@@ -121,7 +153,8 @@ def build_rag_graph(
             *turns[:-1],
             context_message(_question(turns), docs),
         ]
-        return {"messages": [traced_chat(llm, prompt, name=NODE_GENERATE, model=llm)]}
+        reply = answer_call(llm, prompt, name=NODE_GENERATE, model=llm, config=config, writer=writer)
+        return {"messages": [reply]}
 
     graph = StateGraph(AgentState)
     graph.add_node("retrieve", retrieve)
@@ -143,10 +176,10 @@ def build_tool_agent(
     bound = llm.bind_tools(list(tools))
     by_name = {t.name: t for t in tools}
 
-    def agent(state: AgentState) -> dict[str, Any]:
+    def agent(state: AgentState, config: RunnableConfig, writer: StreamWriter) -> dict[str, Any]:
         conversation = [m for m in state["messages"] if not isinstance(m, SystemMessage)]
         prompt = [_system(TOOL_SYSTEM_PROMPT, system_prompt, state["messages"]), *conversation]
-        reply = traced_chat(bound, prompt, name=NODE_AGENT, model=llm)
+        reply = answer_call(bound, prompt, name=NODE_AGENT, model=llm, config=config, writer=writer)
         return {"messages": [reply], "steps": state.get("steps", 0) + 1}
 
     def route(state: AgentState) -> str:

@@ -38,6 +38,7 @@ from langchain_core.messages import (
     HumanMessage,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -252,19 +253,14 @@ class OfflineChatModel(ReplyStreamingChatModel):
 
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:
         call = self._retriever_call(messages)
+        metadata = {"model_name": "offline"}
         if call is not None:
-            return AIMessage(content="", tool_calls=[call])
+            usage = word_usage(messages, json.dumps(call["args"]))
+            return AIMessage(content="", tool_calls=[call], usage_metadata=usage, response_metadata=metadata)
         text = self._answer(messages)
         if self.max_tokens is not None:
             text = " ".join(text.split()[: self.max_tokens])
-        prompt_words = sum(len(str(m.content).split()) for m in messages)
-        out_words = len(text.split())
-        usage = {
-            "input_tokens": prompt_words,
-            "output_tokens": out_words,
-            "total_tokens": prompt_words + out_words,
-        }
-        return AIMessage(content=text, usage_metadata=usage, response_metadata={"model_name": "offline"})
+        return AIMessage(content=text, usage_metadata=word_usage(messages, text), response_metadata=metadata)
 
     def _retriever_call(self, messages: list[BaseMessage]) -> dict[str, Any] | None:
         if RETRIEVER_TOOL_NAME not in self.tool_names or not messages:
@@ -288,6 +284,13 @@ class OfflineChatModel(ReplyStreamingChatModel):
         expanded = condense_keywords(question, _earlier_questions(messages[: turn + 1]))
         context = expanded[len(question) :]
         return extractive_answer(question, sources, context=context, max_sentences=self.max_sentences)
+
+
+def word_usage(prompt: Sequence[BaseMessage], reply: str) -> UsageMetadata:
+    """Token usage counted in words (whitespace-separated), for models without a tokenizer."""
+    n_in = sum(len(str(m.content).split()) for m in prompt)
+    n_out = len(reply.split())
+    return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
 
 
 def stream_message(

@@ -5,6 +5,10 @@ of the same events with token streaming off (the model is invoked once), so ther
 MLflow wraps both methods in an AGENT span (the trace root); the graph's nodes add the RETRIEVER,
 CHAT_MODEL and TOOL spans below it.
 
+Token usage, summed over the run's model calls, is the response's `usage` in `predict`, and an extra
+top-level `usage` field (the same dict) of the final answer's `response.output_item.done` event in
+`predict_stream`. It is absent when the model reported no usage.
+
 Example:
     >>> agent = build_agent({"retriever": {"type": "local", "index": "./index"}})   # doctest: +SKIP
     >>> request = {"input": [{"role": "user", "content": "What is ragworks?"}]}
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
+from langchain_core.messages.ai import UsageMetadata
 from langgraph.graph.state import CompiledStateGraph
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
@@ -27,16 +32,34 @@ from ragworks.agents.tracing import AGENT_TAG, CONFIG_TAG, annotate_trace
 from ragworks.config import AgentConfig
 
 
+def responses_usage(usage: UsageMetadata) -> dict[str, Any]:
+    """LangChain token usage as a Responses `usage` value (MLflow's `ResponseUsage` fields)."""
+    # Any: the two detail fields are nested dicts of ints
+    cached = (usage.get("input_token_details") or {}).get("cache_read", 0)
+    reasoning = (usage.get("output_token_details") or {}).get("reasoning", 0)
+    return {
+        "input_tokens": usage["input_tokens"],
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": usage["output_tokens"],
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": usage["total_tokens"],
+    }
+
+
 def reduce_stream(events: Iterable[ResponsesAgentStreamEvent | dict[str, Any]]) -> ResponsesAgentResponse:
-    """Fold stream events into a response: the done items in order, plus the merged custom outputs."""
+    """Fold stream events into a response: the done items in order, the merged custom outputs, usage."""
     output: list[Any] = []
     custom: dict[str, Any] = {}
+    usage: dict[str, Any] | None = None
     for event in events:
         data = event if isinstance(event, dict) else event.model_dump(exclude_none=True)
         if data.get("type") == "response.output_item.done":
             output.append(data["item"])
+            usage = data.get("usage") or usage
         custom.update(data.get("custom_outputs") or {})
-    return ResponsesAgentResponse(output=output, custom_outputs=custom or None)
+    return ResponsesAgentResponse.model_validate(
+        {"output": output, "custom_outputs": custom or None, "usage": usage}
+    )
 
 
 class RagResponsesAgent(ResponsesAgent):
@@ -92,6 +115,8 @@ class RagResponsesAgent(ResponsesAgent):
             }
             if event.final:
                 done["custom_outputs"] = {"sources": event.sources}
+                if event.usage:
+                    done["usage"] = responses_usage(event.usage)
             return done
         if isinstance(event, ToolCallEvent):
             item = self.create_function_call_item(event.item_id, event.call_id, event.name, event.arguments)

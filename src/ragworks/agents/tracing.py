@@ -15,7 +15,7 @@ autolog then traces the same LangChain calls, and doing both would duplicate eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,13 +24,14 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from mlflow.entities import Document as MlflowDocument
 from mlflow.entities import LiveSpan, SpanType
 from mlflow.tracing.constant import SpanAttributeKey
 
 from ragworks.agents._messages import message_to_dict
+from ragworks.agents._streaming import stream_reply
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,18 @@ def traced_chat(
     name: str,
     model: BaseChatModel | None = None,
     tags: list[str] | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> AIMessage:
-    """Call a chat model inside a CHAT_MODEL span carrying token usage and the model name."""
+    """Call a chat model inside a CHAT_MODEL span carrying token usage and the model name.
+
+    With `on_text`, the model is streamed and each text piece is passed to it as it arrives.
+    """
     with child_span(name, SpanType.CHAT_MODEL, {"messages": [message_to_dict(m) for m in messages]}) as span:
-        result = llm.invoke(list(messages), config={"tags": tags} if tags else None)
+        config: RunnableConfig | None = {"tags": tags} if tags else None
+        if on_text is not None:
+            result: BaseMessage = stream_reply(llm, messages, on_text=on_text, config=config)
+        else:
+            result = llm.invoke(list(messages), config=config)
         if not isinstance(result, AIMessage):
             result = AIMessage(content=result.content)
         if span is not None:

@@ -23,18 +23,19 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import Field, PrivateAttr, field_validator
 
-from ragworks.agents.offline import ReplyStreamingChatModel
+from ragworks.agents.offline import ReplyStreamingChatModel, word_usage
 
 
 class ScriptedChatModel(ReplyStreamingChatModel):
     """Returns queued replies in order, records every prompt in `.history`, and streams word chunks."""
 
     responses: list[AIMessage] = Field(default_factory=list)
-    """Replies in order: `AIMessage`s (tool calls included) or plain strings."""
+    """Replies in order: `AIMessage`s (tool calls included) or plain strings. A reply's own
+    `usage_metadata` is reported as given."""
     repeat_last: bool = False
     """Keep returning the last reply once the queue is empty (instead of failing)."""
     usage: bool = True
-    """Report word counts as token usage, like a real backend."""
+    """Report word counts as token usage, like a real backend, for replies that carry none."""
     _cursor: int = PrivateAttr(default=0)
     _history: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
     _tools: list[str] = PrivateAttr(default_factory=list)
@@ -82,11 +83,5 @@ class ScriptedChatModel(ReplyStreamingChatModel):
         self._cursor += 1
         message = reply.model_copy(deep=True)
         if self.usage and message.usage_metadata is None:
-            n_in = sum(len(str(m.content).split()) for m in messages)
-            n_out = len(str(message.content).split())
-            message.usage_metadata = {
-                "input_tokens": n_in,
-                "output_tokens": n_out,
-                "total_tokens": n_in + n_out,
-            }
+            message.usage_metadata = word_usage(messages, str(message.content))
         return message
