@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -132,6 +133,12 @@ class OpenAIStub(LoopbackServer):
                 )
             return self._queue.popleft()
 
+    def reset(self) -> None:
+        """Forget the queued replies and the recorded requests (a module-wide stub between tests)."""
+        with self._lock:
+            self._queue.clear()
+            self.requests.clear()
+
     def record(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         """Keep a request for the test to inspect."""
         with self._lock:
@@ -143,6 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         return
+
+    def handle(self) -> None:
+        # The client may leave (it timed out, or a test cut it off): nobody is left to answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
