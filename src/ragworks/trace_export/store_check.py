@@ -48,6 +48,12 @@ def _check_sqlite(uri: str) -> None:
     if not database or database == ":memory:":
         return
     path = Path(database)
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"The SQLite tracking store {uri} cannot be written ({existing} is a file, not a folder). "
+            f"Point MLFLOW_TRACKING_URI at a writable folder, or set MLFLOW_TRACE_SAMPLING_RATIO=0."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Opening for writing is the test: permissions (root ignores them), a read-only or

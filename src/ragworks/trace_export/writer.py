@@ -34,6 +34,7 @@ from mlflow.tracing.utils import add_size_stats_to_trace_metadata
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 
 from ragworks.trace_export import _sql_session
+from ragworks.trace_export.store_check import check_tracking_store
 
 logger = logging.getLogger("ragworks.trace_export.writer")
 WRITER_NICENESS = 10
@@ -151,6 +152,7 @@ def handle_line(line: str, uri: str, client: TracingClient | None) -> tuple[str,
         return json.dumps({"error": f"unreadable batch: {_short(exc)}"}), client
     if client is None:
         try:
+            check_tracking_store(uri)  # in seconds: MLflow itself retries opening for minutes
             client = open_client(uri)
         except Exception as exc:  # down or read-only: every batch says so until it opens
             return json.dumps({"error": f"cannot open the tracking store: {_short(exc)}"}), None
