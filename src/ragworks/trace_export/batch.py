@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from ragworks.trace_export import _mlflow_hooks
 from ragworks.trace_export.retry_queue import ExportStats, TraceQueue
 from ragworks.trace_export.store_check import DATABASE_SCHEMES, check_tracking_store, scheme
 from ragworks.trace_export.writer import StoreReport, store_traces
-from ragworks.trace_export.writer_process import WriterProcess
+from ragworks.trace_export.writer_process import WriterDied, WriterProcess
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ MAX_BATCH = 128
 """Traces per store write; a batch is whatever piled up while the previous one was written."""
 MAX_PENDING = 5_000
 """Traces held in memory; beyond it callers wait while the store keeps up, else the oldest is dropped."""
+WARN_INTERVAL = 60.0
+"""Seconds between two warnings about the same kind of export failure."""
 _installed: list[BatchTraceExporter] = []
 
 
@@ -69,13 +72,13 @@ class BatchTraceExporter:
         """`child`: store in a writer process (servers), else here; `queue_options` go to `TraceQueue`."""
         self.captured: dict[str, Trace] | None = {} if capture else None
         """With `capture`, every finished trace by id, as it was queued (complete, with its spans)."""
-        self.queue: TraceQueue[PendingTrace] = TraceQueue(
-            self._write, **{"max_batch": MAX_BATCH, "max_pending": MAX_PENDING, **queue_options}
-        )
+        options = {"max_batch": MAX_BATCH, "max_pending": MAX_PENDING, "warn_interval": WARN_INTERVAL}
+        self.queue: TraceQueue[PendingTrace] = TraceQueue(self._write, **{**options, **queue_options})
         self.exporter = _mlflow_hooks.HookedExporter(tracking_uri, sink=self._accept, queue=self.queue)
         """What MLflow's span processor exports to."""
         self.writer = WriterProcess(tracking_uri) if child else None
         """The writer process (None: batches are stored in this process)."""
+        self._writer_warned = -WARN_INTERVAL
 
     def stats(self) -> ExportStats:
         """What was stored, retried and dropped so far."""
@@ -107,9 +110,16 @@ class BatchTraceExporter:
         return failed
 
     def _store_plain(self, traces: list[Trace]) -> StoreReport:
-        if self.writer is not None:  # never in this process: a store gone read-only crashes its writer
+        if self.writer is None:
+            return store_traces(self.exporter.client, traces)
+        try:  # never in this process: a store gone read-only crashes the process writing to it
             return self.writer.store(traces)
-        return store_traces(self.exporter.client, traces)
+        except WriterDied as exc:
+            now = time.monotonic()
+            if now - self._writer_warned >= WARN_INTERVAL:  # one line per interval, not per batch
+                self._writer_warned = now
+                logger.warning("%s; its traces are retried by a new writer process.", exc)
+            raise
 
     def _store_special(self, item: PendingTrace) -> str | None:
         """Prompt links, a workspace or attachments: MLflow's own path (which logs its own failures)."""
@@ -216,6 +226,11 @@ def setup_server_tracing() -> BatchTraceExporter | None:
     exporter = install_batch_export()
     if exporter is not None and exporter.writer is not None:
         exporter.writer.start()
+        # Only the writer writes to the store. This process's own pooled connections (opened to
+        # resolve the experiment) are closed, so none keeps a SQLite WAL file mapped in memory.
+        engine = getattr(exporter.exporter.client.store, "engine", None)
+        if engine is not None:
+            engine.dispose()
     return exporter
 
 
