@@ -7,20 +7,17 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from ragworks import __version__
+from ragworks.cli_errors import debug_enabled, handle_errors, set_debug
 from ragworks.config import get_settings
-from ragworks.errors import RagworksError
 
 app = typer.Typer(
     name="ragworks",
@@ -30,34 +27,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-_state = {"debug": False}
-
-
-def handle_errors(func: F) -> F:
-    """Turn any error into one readable line and exit 1 (the traceback too with --debug)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RagworksError as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            _fail("Interrupted.")
-        except Exception as exc:
-            _fail(f"{type(exc).__name__}: {exc}")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _fail(message: str) -> None:
-    if _state["debug"]:
-        traceback.print_exc()
-    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -73,13 +42,13 @@ def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     """Build, serve and evaluate retrieval-augmented agents on MLflow."""
-    _state["debug"] = debug or get_settings().debug
+    set_debug(debug or get_settings().debug)
     logging.basicConfig(
-        level=logging.DEBUG if _state["debug"] else logging.WARNING,
+        level=logging.DEBUG if debug_enabled() else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("bm25s", "sentence_transformers", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if _state["debug"] else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug_enabled() else logging.WARNING)
 
 
 IndexOpt = Annotated[

@@ -42,7 +42,7 @@ IndexOpt = Annotated[
 
 def register(app: typer.Typer) -> None:
     """Add `chat`, `log-model` and `quickstart` to the CLI; call it once `handle_errors` is defined."""
-    from ragworks.cli import handle_errors
+    from ragworks.cli_errors import handle_errors
 
     app.command("chat")(handle_errors(chat))
     app.command("log-model")(handle_errors(log_model))

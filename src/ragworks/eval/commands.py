@@ -97,6 +97,6 @@ def eval_command(
 
 def register(app: typer.Typer) -> None:
     """Add the `eval` command to the ragworks CLI."""
-    from ragworks.cli import handle_errors
+    from ragworks.cli_errors import handle_errors
 
     app.command(name="eval")(handle_errors(eval_command))

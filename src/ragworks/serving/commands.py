@@ -16,7 +16,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the `serve` command to the ragworks CLI."""
-    from ragworks.cli import handle_errors  # here, not at import: cli.py imports this module
+    from ragworks.cli_errors import handle_errors
 
     app.command("serve")(handle_errors(serve))
 
