@@ -147,3 +147,17 @@ def test_serve_reports_bad_options(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not both" in result.output
     result = runner.invoke(_cli(), ["serve", "--model-uri", "models:/no-such-model/1"])
     assert result.exit_code == 1 and "Could not load the model" in result.output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_busy_port_is_one_line_and_exit_1(tmp_path: Path, workers: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = str(sock.getsockname()[1])
+        args = ["serve", "--config", str(tmp_path / "missing.yaml"), "--port", port, "--workers", workers]
+        result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"Port {port} on 127.0.0.1 is already in use" in lines[0], lines
+    assert "Serving" not in result.output and "startup complete" not in result.output
