@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,8 +167,18 @@ def read_index(folder: Path, reader: Callable[[Mapping[str, Any], Path], T], *, 
     for attempt in range(_READ_ATTEMPTS):
         manifest = read_manifest(folder)
         try:
-            verify(folder, manifest, hashes=hashes)
-            return reader(manifest, data_dir(folder, manifest))
+            verify(folder, manifest, hashes=False)  # sizes first: cheap, and catches most damage
+            if not hashes:
+                return reader(manifest, data_dir(folder, manifest))
+            # Checksums in a thread while the reader parses (hashlib releases the GIL): a load then
+            # costs about the longer of the two instead of their sum.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragworks-verify") as pool:
+                checked = pool.submit(verify, folder, manifest)
+                try:
+                    result = reader(manifest, data_dir(folder, manifest))
+                finally:
+                    checked.result()  # a checksum error explains a reader's error best: it wins
+            return result
         except (OSError, IndexFormatError) as exc:
             if attempt + 1 < _READ_ATTEMPTS and _swapped_since(folder, manifest):
                 continue  # a writer replaced the index while we read it: read the new one
