@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
 from openai import OpenAI
 
 from ragworks.agents import build_agent
@@ -142,3 +144,76 @@ def test_agent_server_routes_answer_the_same(base_url: str, client: OpenAI) -> N
         _sources(data["custom_outputs"])
     models = httpx.get(base_url + "/v1/models", headers=headers).json()
     assert models["data"][0]["id"] == "ragworks-agent"
+
+
+USAGE = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}
+DETAILS = {"input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+CHAT_USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+
+
+class UsageAgent(ResponsesAgent):
+    """Reports token counts the way ragworks' agent does: on the response, and on the final item's event."""
+
+    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+        """One answer with usage."""
+        item = self.create_text_output_item("Two words.", "msg_1")
+        return ResponsesAgentResponse(output=[item], usage={**USAGE, **DETAILS})
+
+    def predict_stream(
+        self, request: ResponsesAgentRequest
+    ) -> Generator[ResponsesAgentStreamEvent, None, None]:
+        """Two deltas, then the item with usage."""
+        yield ResponsesAgentStreamEvent(**self.create_text_delta("Two ", "msg_1"))
+        yield ResponsesAgentStreamEvent(**self.create_text_delta("words.", "msg_1"))
+        item = self.create_text_output_item("Two words.", "msg_1")
+        yield ResponsesAgentStreamEvent(type="response.output_item.done", item=item, usage=USAGE)
+
+
+@pytest.fixture(scope="module")
+def usage_client() -> Iterator[OpenAI]:
+    """An openai client against a server whose agent reports usage."""
+    with serve_in_thread(build_app(UsageAgent(), api_token="")) as url:
+        yield OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def test_usage_in_responses_answers(usage_client: OpenAI) -> None:
+    response = usage_client.responses.create(model="m", input=QUESTION)
+    assert response.usage is not None and response.usage.model_dump(include=set(USAGE)) == USAGE
+    events = list(usage_client.responses.create(model="m", input=QUESTION, stream=True))
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.usage is not None
+    assert completed.response.usage.model_dump(include=set(USAGE)) == USAGE
+
+
+def test_usage_in_chat_completions(usage_client: OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    completion = usage_client.chat.completions.create(model="m", messages=messages)
+    assert completion.usage is not None and completion.usage.model_dump(include=set(CHAT_USAGE)) == CHAT_USAGE
+    plain = list(usage_client.chat.completions.create(model="m", messages=messages, stream=True))
+    assert all(chunk.usage is None for chunk in plain) and plain[-1].choices
+    chunks = list(
+        usage_client.chat.completions.create(
+            model="m", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.model_dump(include=set(CHAT_USAGE)) == CHAT_USAGE
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == "Two words."
+
+
+def test_usage_of_the_ragworks_agent_reaches_the_client(client: OpenAI, docs_index: str) -> None:
+    agent = build_agent({"retriever": {"index": docs_index, "k": 3}})
+    if agent.predict({"input": [{"role": "user", "content": QUESTION}]}).usage is None:
+        pytest.skip("the agent does not report token usage yet")
+    response = client.responses.create(model="ragworks", input=QUESTION)
+    assert response.usage is not None and response.usage.output_tokens > 0
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    chunks = list(
+        client.chat.completions.create(
+            model="ragworks", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0

@@ -143,7 +143,7 @@ async def responses_stream(
     else:
         done = {**head, "status": "completed", "output": items, "custom_outputs": custom or None}
         if usage:
-            done["usage"] = usage
+            done["usage"] = responses_usage(usage)
         yield sse({"type": "response.completed", "response": done, "custom_outputs": custom or None})
     if call.return_trace_id and trace_id:
         yield sse({"trace_id": trace_id})
@@ -173,6 +173,15 @@ def usage_of(response: ResponsesAgentResponse) -> dict[str, Any] | None:
     if isinstance(usage, BaseModel):
         return usage.model_dump(exclude_none=True)
     return dict(usage) if isinstance(usage, dict) else None
+
+
+def responses_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """Token counts in the Responses API's full shape (the detail objects OpenAI always sends)."""
+    return {
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+        **usage,
+    }
 
 
 def new_response_id() -> str:
