@@ -93,8 +93,8 @@ def test_without_hashing_sizes_and_rows_are_still_checked(built: Path) -> None:
         LocalIndex.load(built, verify=False)
 
 
-def test_a_version_1_folder_loads_and_its_row_counts_are_checked(built: Path, tmp_path: Path) -> None:
-    legacy = tmp_path / "v1"
+def _version_1_copy(built: Path, legacy: Path) -> Path:
+    """The index at `built` in the version 1 layout: data files beside the manifest, no checksums."""
     legacy.mkdir()
     manifest = json.loads((built / MANIFEST).read_text())
     for name in ("chunks.jsonl", "vectors.npy"):
@@ -102,10 +102,23 @@ def test_a_version_1_folder_loads_and_its_row_counts_are_checked(built: Path, tm
     for key in ("data", "files"):
         manifest.pop(key)
     (legacy / MANIFEST).write_text(json.dumps({**manifest, "version": 1}))
+    return legacy
+
+
+def test_a_version_1_folder_loads_and_its_row_counts_are_checked(built: Path, tmp_path: Path) -> None:
+    legacy = _version_1_copy(built, tmp_path / "v1")
     assert len(LocalIndex.load(legacy)) == 3
     _drop_a_line(legacy / "chunks.jsonl")
     with pytest.raises(IndexFormatError, match="2 rows, the index has 3"):
         LocalIndex.load(legacy)
+
+
+def test_writing_over_a_version_1_folder_turns_it_into_version_2(built: Path, tmp_path: Path) -> None:
+    legacy = _version_1_copy(built, tmp_path / "v1")
+    report = ingest([_write_docs(tmp_path / "more", ["delta"])], legacy, embeddings="hashing")
+    assert report.added and json.loads((legacy / MANIFEST).read_text())["version"] == 2
+    assert sorted(p.name for p in legacy.iterdir()) == sorted([MANIFEST, _data(legacy).name])
+    assert _sources(legacy) == {"alpha", "beta", "gamma", "delta"}
 
 
 def test_ingest_rebuilds_a_damaged_index_and_says_so(built: Path, tmp_path: Path) -> None:
