@@ -2,8 +2,8 @@
 
 from ragworks.retrieval.fusion import FusionParams
 from ragworks.retrieval.ingest import IngestReport, ingest
-from ragworks.retrieval.local import BM25Params, Chunk, LocalIndex
-from ragworks.retrieval.registry import LocalRetriever, get_retriever
+from ragworks.retrieval.local import BM25Params, Chunk, LocalIndex, LocalRetriever
+from ragworks.retrieval.registry import get_retriever
 
 __all__ = [
     "BM25Params",

@@ -245,6 +245,8 @@ def refuse_foreign(folder: Path) -> None:
 
     A killed first write leaves a data folder without a manifest: that one is ours.
     """
+    if folder.exists() and not folder.is_dir():
+        raise IndexFormatError(f"{folder} is a file, not an index folder; choose an empty or new folder.")
     if folder.exists() and not has_index(folder):
         visible = [
             p for p in folder.iterdir() if not p.name.startswith(".") and not _DATA_NAME.fullmatch(p.name)
