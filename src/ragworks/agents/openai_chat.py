@@ -196,12 +196,12 @@ class OpenAIChatModel(BaseChatModel):
                 f"{str(response)[:120]!r}. Check that {self.provider}'s base URL points at the API.",
                 status=502,
             )
-        if not response.choices:
-            raise ModelError(f"The model {self.label} returned no choices.", status=502)
-        choice = response.choices[0]
-        if choice.message is None:
-            raise ModelError(f"The model {self.label} returned a choice without a message.", status=502)
         try:
+            if not response.choices:
+                raise ModelError(f"The model {self.label} returned no choices.", status=502)
+            choice = response.choices[0]
+            if getattr(choice, "message", None) is None:
+                raise ModelError(f"The model {self.label} returned a choice without a message.", status=502)
             return AIMessage(
                 content=choice.message.content or "",
                 tool_calls=_tool_calls(choice.message.tool_calls),
@@ -223,8 +223,14 @@ class OpenAIChatModel(BaseChatModel):
         if self.stream_usage:
             params["stream_options"] = {"include_usage": True}
         logger.info("Chat completion (stream): %s %s", self.provider, self.model_name)
-        stream = self._call(lambda c, t: c.chat.completions.create(**params, timeout=t))
-        check = _StreamCheck(self.label)
+        timeouts: list[float] = []
+
+        def create(client: openai.OpenAI, timeout: float) -> Stream[ChatCompletionChunk]:
+            timeouts.append(timeout)
+            return client.chat.completions.create(**params, timeout=timeout)
+
+        stream = self._call(create)
+        check = _StreamCheck(self.label, timeout=timeouts[-1])
         try:
             for chunk in self._chunks(stream, check):
                 message = check.message(chunk)
@@ -247,7 +253,7 @@ class OpenAIChatModel(BaseChatModel):
             except StopIteration:
                 return
             except openai.APIError as exc:
-                cause = model_error(exc, self.label, timeout=self.timeout_s)
+                cause = model_error(exc, self.label, timeout=check.timeout)
                 raise check.broken(f"it broke ({cause})", status=cause.status or 502) from exc
             except json.JSONDecodeError as exc:
                 raise check.broken(f"it sent a chunk that is not JSON ({exc})", status=502) from exc
@@ -259,8 +265,10 @@ class OpenAIChatModel(BaseChatModel):
 class _StreamCheck:
     """Reads a stream's chunks and says whether it ended as a whole answer."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, timeout: float) -> None:
         self.label = label
+        self.timeout = timeout
+        """The attempt's timeout: the longest wait for each read of the stream."""
         self.count = 0
         self.finish_reason: str | None = None
 
@@ -280,13 +288,13 @@ class _StreamCheck:
     def finished(self) -> None:
         """Raise unless the stream said why it ended (a finish reason)."""
         if self.finish_reason is None:
-            raise self.broken("it ended before its finish reason and [DONE]; the answer is incomplete")
+            raise self.broken("it ended before its finish reason and [DONE]")
 
     def broken(self, what: str, *, status: int = 502) -> ModelError:
         """The error for a stream that did not end as a whole answer."""
         return ModelError(
             f"The stream from {self.label} failed after {self.count} chunks: {what}. "
-            "Nothing of it was kept as an answer; retry the request.",
+            "The answer is incomplete; retry the request.",
             status=status,
         )
 

@@ -289,3 +289,22 @@ def test_agent_stream_raises_on_a_broken_model_stream(stub: OpenAIStub, docs_ind
         for event in build_agent(config).predict_stream({"input": [{"role": "user", "content": "Index?"}]}):
             events.append(event)
     assert not any(e.type == "response.output_item.done" for e in events)
+
+
+def test_a_stalled_stream_times_out_as_a_504(stub: OpenAIStub) -> None:
+    stub.enqueue(StubReply(content="one two three four", stall_s=1.5))
+    started = time.monotonic()
+    with pytest.raises(ModelError, match=r"failed after 3 chunks.*within 0\.3 s") as info:
+        list(get_chat_model("openai:stub-model", timeout_s=0.3).stream("count"))
+    assert info.value.status == 504 and time.monotonic() - started < 1.2 and len(stub.requests) == 1
+
+
+def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
+    from email.utils import formatdate
+
+    from ragworks.agents._openai_errors import retry_after
+
+    assert retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({"retry-after": "7"}) == 7.0
+    assert 25 < (retry_after({"retry-after": formatdate(time.time() + 30, usegmt=True)}) or 0) <= 30
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None
