@@ -40,10 +40,19 @@ def agent_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return config
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One tracking store for the module (creating one costs seconds); each test has its experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('eval-gate-store')}/mlflow.db"
+
+
 @pytest.fixture
-def suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+def suite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, request: pytest.FixtureRequest
+) -> Path:
+    mlflow.set_tracking_uri(store)
     mlflow.set_experiment(experiment_id="0")
+    monkeypatch.setattr(_Experiment, "name", request.node.name)
     monkeypatch.setenv("RAGWORKS_JUDGE_CACHE", str(tmp_path / "judge-cache.sqlite"))
     path = tmp_path / "suite.jsonl"
     path.write_text(
@@ -54,16 +63,28 @@ def suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+class _Experiment:
+    name = ""
+    """The running test's experiment (`--experiment`), so runs are counted per test."""
+
+
 def _eval(suite: Path, config: Path, *extra: str) -> Result:
     app = typer.Typer()
     app.callback()(lambda: None)
     register(app)
     args = ["eval", str(suite), "--config", str(config), "--judge", "openai:judge", "-s", "answer_relevance"]
-    return CliRunner().invoke(app, [*args, "-s", "mrr", *extra])
+    return CliRunner().invoke(app, [*args, "-s", "mrr", "--experiment", _Experiment.name, *extra])
 
 
 def _runs() -> int:
-    return len(mlflow.search_runs(experiment_ids=["0"]))
+    experiment = mlflow.get_experiment_by_name(_Experiment.name)
+    return 0 if experiment is None else len(mlflow.search_runs([experiment.experiment_id]))
+
+
+def _last_run() -> Any:
+    experiment = mlflow.get_experiment_by_name(_Experiment.name)
+    assert experiment is not None
+    return mlflow.search_runs([experiment.experiment_id]).iloc[0]
 
 
 def _free_port() -> int:
@@ -116,7 +137,7 @@ def test_every_judge_call_failing_fails_the_run(suite: Path, agent_config: Path,
     assert first in result.output and "--allow-errors" in result.output
     assert "PASSED" not in result.output
     assert len(failing_judge.requests) == 2 * 5  # every row was tried, max_attempts each
-    run = mlflow.search_runs(experiment_ids=["0"]).iloc[0]
+    run = _last_run()
     assert run["tags.ragworks.eval.passed"] == "false"
     assert run["metrics.answer_relevance/errors"] == 2
 
@@ -128,7 +149,7 @@ def test_allow_errors_reports_the_errors_and_passes(
     assert result.exit_code == 0, result.output
     assert "ALLOWED ERROR answer_relevance: 2 of 2 rows errored" in result.output
     assert "PASSED (errors allowed)" in result.output
-    assert mlflow.search_runs(experiment_ids=["0"]).iloc[0]["tags.ragworks.eval.judge_errors"] == "true"
+    assert _last_run()["tags.ragworks.eval.judge_errors"] == "true"
 
 
 def test_a_judge_that_works_passes(suite: Path, agent_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,10 +24,13 @@ MAX_ERROR_CHARS = 300
 def check_threshold_names(fail_under: Mapping[str, float] | None, valid: Sequence[str]) -> None:
     """Refuse thresholds on metrics the run will not compute, before anything runs.
 
+    A name is valid when it is a scorer's name, or `<scorer>/<part>` for a scorer whose feedback
+    has several parts (some MLflow scorers).
+
     Raises:
         ConfigError: a name is not one of `valid`; the message lists the valid names.
     """
-    unknown = [name for name in (fail_under or {}) if name not in valid]
+    unknown = [n for n in (fail_under or {}) if n not in valid and n.partition("/")[0] not in valid]
     if not unknown:
         return
     hints = []

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ragworks.errors import EvalError
 from ragworks.eval._extract import answer_of, question_of
 from ragworks.eval._gate import check_threshold_names, judged_errors, threshold_failures
+from ragworks.eval._logging import log_result
 from ragworks.eval._stats import (
     BOOTSTRAP_SAMPLES,
     MetricSummary,
@@ -139,7 +140,8 @@ def run_suite(
         baseline_run_id: a previous run; metrics whose mean falls below its 95% interval regress.
         experiment: MLflow experiment name (default: the active one).
         run_name: the MLflow run name (default: the suite name).
-        concurrency: rows predicted and scored at once, and judge calls in flight.
+        concurrency: rows predicted and scored at once, and judge calls in flight (with
+            `prefetch=False`, MLflow's harness sizes its own pools: MLFLOW_GENAI_EVAL_MAX_WORKERS).
         report_format: `html` (with a score histogram per metric) or `md`.
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
@@ -152,43 +154,23 @@ def run_suite(
     """
     import mlflow
 
-    judge_obj = get_judge(judge, concurrency=concurrency) if isinstance(judge, str) else judge
-    specs = list(scorers or DEFAULT_SCORERS)
-    scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)
-    names = [s.name for s in scorer_list]
-    check_threshold_names(fail_under, names)
-    suite = EvalSuite.load(suite)
-    # Our judge scorers are the ones worth running ahead: they wait on the judge, not the CPU.
-    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)]
-    if judged:
-        check_judge(judge_obj)
-    predict_fn = make_predict_fn(target)
+    plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
     if experiment:
         mlflow.set_experiment(experiment)
     start = time.perf_counter()
-    with mlflow.start_run(run_name=run_name or suite.name) as run:
-        evaluation = _evaluate(
-            predict_fn,
-            suite,
-            scorer_list,
-            judged=judged if prefetch else None,
-            judge=judge_obj,
-            workers=concurrency,
-            only_ours=all(isinstance(spec, str) for spec in specs),
-        )
-        result = _result(run.info.run_id, suite, evaluation, judge_obj, names)
+    with mlflow.start_run(run_name=run_name or plan.suite.name) as run:
+        evaluation = _evaluate(plan, prefetch=prefetch, workers=concurrency)
+        result = _result(run.info.run_id, plan, evaluation)
         result.elapsed_s = time.perf_counter() - start
         result.allow_errors = allow_errors
         result.failures = threshold_failures(result.metrics, fail_under)
-        result.errors = judged_errors(result.metrics, names)
+        result.errors = judged_errors(result.metrics, plan.names)
         if baseline_run_id:
             result.regressions = compare_to_baseline(result.metrics, baseline_run_id)
-        from ragworks.eval._logging import log_result
-
         log_result(
             result,
-            rows=len(suite.rows),
-            scorer_names=names,
+            rows=len(plan.suite.rows),
+            scorer_names=plan.names,
             k=k,
             fail_under=fail_under,
             report_format=report_format,
@@ -196,66 +178,100 @@ def run_suite(
     return result
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Plan:
+    """A run that passed every check that needs no row: what to predict, with what, scored how."""
+
+    suite: EvalSuite
+    judge: Judge
+    scorers: list[Scorer]
+    names: list[str]
+    judged: list[Scorer]
+    """Our judge scorers: the ones worth running ahead, as they wait on the judge, not the CPU."""
+    only_ours: bool
+    predict_fn: PredictFn
+
+
+def _plan(
+    target: Target,
+    suite: EvalSuite | str | Path,
+    *,
+    scorers: Sequence[ScorerSpec] | None,
+    judge: str | Judge,
+    k: int,
+    fail_under: Mapping[str, float] | None,
+    workers: int,
+) -> _Plan:
+    """Resolve the scorers, check the thresholds' names, load the suite, check the judge, build the target."""
+    judge_obj = get_judge(judge, concurrency=workers) if isinstance(judge, str) else judge
+    specs = list(scorers or DEFAULT_SCORERS)
+    scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)
+    names = [s.name for s in scorer_list]
+    check_threshold_names(fail_under, names)
+    loaded = EvalSuite.load(suite)
+    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)]
+    if judged:
+        check_judge(judge_obj)
+    return _Plan(
+        suite=loaded,
+        judge=judge_obj,
+        scorers=scorer_list,
+        names=names,
+        judged=judged,
+        only_ours=all(isinstance(spec, str) for spec in specs),
+        predict_fn=make_predict_fn(target),
+    )
+
+
 def _is_judge_name(spec: ScorerSpec) -> bool:
     return isinstance(spec, str) and spec in JUDGE_SCORERS
 
 
-def _evaluate(
-    predict_fn: PredictFn,
-    suite: EvalSuite,
-    scorer_list: Sequence[Scorer],
-    *,
-    judged: Sequence[Scorer] | None,
-    judge: Judge,
-    workers: int,
-    only_ours: bool,
-) -> EvaluationResult:
-    """The fast path (`judged` given and this MLflow has what it needs), else `evaluate(predict_fn=...)`."""
+def _evaluate(plan: _Plan, *, prefetch: bool, workers: int) -> EvaluationResult:
+    """The fast path (when asked for and this MLflow has what it needs), else `evaluate(predict_fn=...)`."""
     import mlflow
 
     from ragworks.eval import _prefetch
 
+    records = plan.suite.to_records()
     try:
-        if judged is not None and _prefetch.AVAILABLE:
-            prepare = getattr(judge, "prepare", None)
+        if prefetch and _prefetch.AVAILABLE:
+            prepare = getattr(plan.judge, "prepare", None)
             return _prefetch.evaluate(
-                predict_fn,
-                suite.to_records(),
-                scorer_list,
-                ahead=judged,
+                plan.predict_fn,
+                records,
+                plan.scorers,
+                ahead=plan.judged,
                 prepare=prepare if callable(prepare) else None,
                 workers=workers,
-                unthrottled=only_ours,
+                unthrottled=plan.only_ours,
             )
-        if judged is not None:
+        if prefetch:
             _prefetch.log_fallback_once()
-        records = suite.to_records()
-        return mlflow.genai.evaluate(data=records, predict_fn=predict_fn, scorers=list(scorer_list))
+        return mlflow.genai.evaluate(data=records, predict_fn=plan.predict_fn, scorers=list(plan.scorers))
     except Exception as exc:
-        raise EvalError(f"mlflow.genai.evaluate failed on suite {suite.name!r}: {exc}") from exc
+        raise EvalError(f"mlflow.genai.evaluate failed on suite {plan.suite.name!r}: {exc}") from exc
 
 
-def _result(
-    run_id: str, suite: EvalSuite, evaluation: EvaluationResult, judge: Judge, names: Sequence[str]
-) -> SuiteResult:
+def _result(run_id: str, plan: _Plan, evaluation: EvaluationResult) -> SuiteResult:
     import pandas as pd
 
     frame = evaluation.result_df if evaluation.result_df is not None else pd.DataFrame()
-    summary = summarise(frame, metric_names(names, frame))
-    table = _base_table(frame, suite)
+    summary = summarise(frame, metric_names(plan.names, frame))
+    table = _base_table(frame, plan.suite)
     for column, values in summary.columns.items():
         table[column] = values
-    stats = getattr(getattr(judge, "client", None), "stats", None)
+    stats = getattr(getattr(plan.judge, "client", None), "stats", None)
     judge_stats = (
         {k: getattr(stats, k) for k in ("calls", "cache_hits", "retries", "failures")} if stats else {}
     )
     return SuiteResult(
         run_id=run_id,
-        suite=suite.name,
+        suite=plan.suite.name,
         metrics=summary.metrics,
         values=summary.values,
         table=table,
-        judge=judge.name,
+        judge=plan.judge.name,
         judge_stats=judge_stats,
     )
 

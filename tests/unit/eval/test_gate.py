@@ -23,6 +23,7 @@ def _summary(name: str, *, n: int, errors: int = 0, mean: float = 1.0, first: st
 def test_known_threshold_names_pass_and_unknown_ones_list_the_valid_names() -> None:
     check_threshold_names({"faithfulness": 0.8, "mrr": 0.5}, NAMES)
     check_threshold_names(None, NAMES)
+    check_threshold_names({"mrr/mean": 0.5}, NAMES)  # a part of a scorer's feedback
     with pytest.raises(ConfigError) as caught:
         check_threshold_names({"faithfulnes": 0.8, "zzz": 1.0}, NAMES)
     message = str(caught.value)
