@@ -179,7 +179,7 @@ the server thread under test); prints the statuses they got."""
 def test_health_stays_fast_while_large_bodies_arrive(serve: Any) -> None:
     url = serve(GateAgent(), max_body_bytes=2 * 1024 * 1024, max_input_chars=2_000_000, max_concurrency=32)
     senders = subprocess.Popen(
-        [sys.executable, "-c", SENDERS, url, "16", "4"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SENDERS, url, "16", "2.5"], stdout=subprocess.PIPE, text=True
     )
     probes = []
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -284,3 +284,51 @@ def test_after_a_hung_model_recovers_the_next_request_is_answered(
             assert len(stub.requests) > calls  # the model was called again, not skipped
         finally:
             release.set()
+
+
+@pytest.fixture()
+def header_deadline_server() -> Iterator[str]:
+    """The app on uvicorn with the header-deadline protocol (0.5 s), as `ragworks serve` can run it."""
+    import uvicorn
+
+    from ragworks.serving._header_deadline import http_protocol
+
+    protocol = http_protocol(0.5)
+    assert not isinstance(protocol, str), "the header deadline fell back to uvicorn's own protocol"
+    app = build_app(GateAgent(), limits=ServingLimits(body_timeout_s=5), api_token="")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=protocol, log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /v1/responses HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "trickled"]
+)
+def test_late_headers_are_cut_off_with_408(header_deadline_server: str, sent: bytes) -> None:
+    url = header_deadline_server
+    parts = urlsplit(url)
+    with httpx.Client(base_url=url, timeout=10) as client:  # a kept-alive client is not cut off
+        for _ in range(2):
+            assert client.post("/v1/responses", json=ASK).status_code == 200
+            time.sleep(0.7)  # idle between requests: uvicorn's keep-alive (5 s) applies, not the 0.5 s
+        sock = socket.create_connection((parts.hostname or "", parts.port or 80), timeout=10)
+        sock.sendall(sent)
+        start = time.monotonic()
+        status, _, body = _read_response(sock)
+        elapsed = time.monotonic() - start
+        sock.close()
+        assert status == 408 and json.loads(body)["error"]["code"] == "header_timeout"
+        assert 0.4 <= elapsed < 2.0, elapsed
+        assert client.post("/v1/responses", json=ASK).status_code == 200
