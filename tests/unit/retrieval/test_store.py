@@ -187,7 +187,12 @@ CHILD = textwrap.dedent(
     from ragworks.retrieval import _store
     from ragworks.retrieval.ingest import ingest
     pause = float(sys.argv[3])
-    _store._step = lambda name: time.sleep(pause)  # widen every window between the steps
+
+    def step(name):  # say where the writer is, and widen the window after each step
+        print(name, flush=True)
+        time.sleep(pause)
+
+    _store._step = step
     print("ready", flush=True)
     sys.stdin.readline()
     ingest([sys.argv[1]], sys.argv[2], embeddings="hashing", lock_timeout=60)
@@ -216,18 +221,22 @@ def _go(proc: subprocess.Popen[str]) -> None:
 def test_kill_9_at_random_moments_never_leaves_a_broken_index(tmp_path: Path) -> None:
     rng = random.Random(7)
     runs = []
-    for n in range(5):  # each on its own copy, started together: one start-up wait for all
+    for n, step in enumerate(STEPS):  # each on its own copy, started together: one start-up wait for all
         index = tmp_path / f"idx{n}"
         ingest([_write_docs(tmp_path / f"old{n}", ["alpha", "beta"])], index, embeddings="hashing")
-        runs.append((index, _child(_write_docs(tmp_path / f"new{n}", ["delta"]), index, 0.03)))
-    for _, proc in runs:
+        runs.append((index, step, _child(_write_docs(tmp_path / f"new{n}", ["delta"]), index, 0.05)))
+    outcomes = []
+    for index, step, proc in runs:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    for index, proc in runs:
         _go(proc)
-        time.sleep(rng.uniform(0.0, 0.25))
+        while proc.stdout.readline().strip() != step:
+            pass
+        time.sleep(rng.uniform(0.0, 0.08))  # within the pause after `step`, or into the work after it
         proc.kill()
         proc.wait()
-        assert _sources(index) in ({"alpha", "beta"}, {"alpha", "beta", "delta"})
+        outcomes.append(_sources(index))
+        assert outcomes[-1] in ({"alpha", "beta"}, {"alpha", "beta", "delta"}), step
+    assert outcomes[0] == {"alpha", "beta"} and outcomes[-1] == {"alpha", "beta", "delta"}
 
 
 # ------------------------------------------------------------------ two writers at once
