@@ -19,8 +19,8 @@ the end). So `evaluate` here pipelines the work instead:
 
 The internals used: `convert_predict_fn`, `configure_autologging_for_evaluation` and the harness's
 `_refresh_eval_result_traces` and `_get_scorer_rate_config`. `AVAILABLE` says whether this MLflow
-has them all; where it does not, `run_suite` uses stock `evaluate(predict_fn=...)` and
-`log_fallback_once` says so once per process.
+has the first two; where it does not, `run_suite` uses stock `evaluate(predict_fn=...)`. A missing
+harness hook drops only that hook. Either way `log_fallback_once` says so, once per process.
 
 Example:
     >>> result = evaluate(predict_fn, suite.to_records(), scorers, ahead=judge_scorers,  # doctest: +SKIP
@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 _HARNESS_HOOKS = ("_refresh_eval_result_traces", "_get_scorer_rate_config")
 
 
-def _detect() -> tuple[ModuleType | None, list[str]]:
-    """The evaluation harness module and the names of the internals this MLflow lacks."""
+def _detect() -> tuple[ModuleType | None, list[str], list[str]]:
+    """The evaluation harness module, the essential internals this MLflow lacks, and its missing hooks."""
     missing = []
     try:
         from mlflow.genai.utils.trace_utils import convert_predict_fn  # noqa: F401
@@ -59,24 +59,34 @@ def _detect() -> tuple[ModuleType | None, list[str]]:
     try:
         from mlflow.genai.evaluation import harness
     except ImportError:
-        return None, [*missing, "mlflow.genai.evaluation.harness"]
-    missing += [f"harness.{name}" for name in _HARNESS_HOOKS if not callable(getattr(harness, name, None))]
-    return harness, missing
+        return None, missing, [f"harness.{name}" for name in _HARNESS_HOOKS]
+    hooks = [f"harness.{name}" for name in _HARNESS_HOOKS if not callable(getattr(harness, name, None))]
+    return harness, missing, hooks
 
 
-_harness, MISSING = _detect()
-AVAILABLE = not MISSING
-"""Whether this MLflow has every internal the fast path uses (else: stock `evaluate`)."""
+_harness, _ESSENTIAL_MISSING, _HOOKS_MISSING = _detect()
+MISSING = [*_ESSENTIAL_MISSING, *_HOOKS_MISSING]
+"""Every internal of the fast path this MLflow lacks (empty on the supported versions)."""
+AVAILABLE = not _ESSENTIAL_MISSING
+"""Whether the fast path runs at all (else: stock `evaluate`); a missing hook only drops that hook."""
 _fallback_logged = threading.Event()
 
 
 def log_fallback_once() -> None:
-    """Say, once per process, that the fast path is off on this MLflow and why."""
-    if not _fallback_logged.is_set():
-        _fallback_logged.set()
+    """Say, once per process, that the fast path is off or partly off on this MLflow, and why."""
+    if _fallback_logged.is_set() or not MISSING:
+        return
+    _fallback_logged.set()
+    if not AVAILABLE:
         logger.warning(
             "ragworks' eval fast path is off: this MLflow lacks %s; "
             "using mlflow.genai.evaluate(predict_fn=...) (slower, same results).",
+            ", ".join(MISSING),
+        )
+    else:
+        logger.warning(
+            "ragworks' eval fast path runs without MLflow's %s on this MLflow: "
+            "its stock behaviour stays (slower, same results).",
             ", ".join(MISSING),
         )
 
@@ -311,11 +321,12 @@ def tuned_harness(*, unthrottled: bool) -> Iterator[None]:
     from mlflow.environment_variables import MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT
 
     harness = _harness
-    if harness is None or not AVAILABLE:
+    if harness is None:
         yield
         return
-    refresh_original = getattr(harness, "_refresh_eval_result_traces")  # noqa: B009 (checked in _detect)
-    rate_original = getattr(harness, "_get_scorer_rate_config")  # noqa: B009
+    log_fallback_once()  # only when a hook is missing
+    originals = {name: getattr(harness, name) for name in _HARNESS_HOOKS if hasattr(harness, name)}
+    refresh_original = originals.get("_refresh_eval_result_traces")
 
     def refresh(eval_results: list[Any]) -> None:  # Any: the harness's EvalResult
         try:
@@ -323,20 +334,22 @@ def tuned_harness(*, unthrottled: bool) -> Iterator[None]:
         except Exception as exc:
             logger.debug("Batched trace refresh failed (%s); refreshing trace by trace.", exc)
             missing = eval_results
-        if missing:
+        if missing and refresh_original is not None:
             refresh_original(missing)
 
     def no_rate_limit(*args: object, **kwargs: object) -> tuple[float | None, bool]:
         return None, False  # (requests per second: none, adaptive: no), as for a limit of "0"
 
-    setattr(harness, "_refresh_eval_result_traces", refresh)  # noqa: B010
-    if unthrottled and not MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT.is_set():
+    if refresh_original is not None:
+        setattr(harness, "_refresh_eval_result_traces", refresh)  # noqa: B010
+    throttled = not unthrottled or MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT.is_set()
+    if "_get_scorer_rate_config" in originals and not throttled:
         setattr(harness, "_get_scorer_rate_config", no_rate_limit)  # noqa: B010
     try:
         yield
     finally:
-        setattr(harness, "_refresh_eval_result_traces", refresh_original)  # noqa: B010
-        setattr(harness, "_get_scorer_rate_config", rate_original)  # noqa: B010
+        for name, original in originals.items():
+            setattr(harness, name, original)
 
 
 def _refresh_by_search(eval_results: list[Any]) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,34 @@ def test_a_run_takes_the_fast_path_and_never_logs_the_fallback(
         lambda request: {"output": []}, suite, scorers=["answer_relevance"], judge="offline:lexical"
     )
     assert called == ["fast"]
-    assert "fast path is off" not in caplog.text
+    assert "fast path" not in caplog.text  # neither off nor partly off
     assert result.metrics["answer_relevance"].n == 1
 
 
 def test_the_fallback_says_so_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_prefetch, "_fallback_logged", type(_prefetch._fallback_logged)())
-    monkeypatch.setattr(_prefetch, "MISSING", ["harness._get_scorer_rate_config"])
+    monkeypatch.setattr(_prefetch, "_fallback_logged", threading.Event())
+    monkeypatch.setattr(_prefetch, "MISSING", ["mlflow.genai.utils.trace_utils.convert_predict_fn"])
+    monkeypatch.setattr(_prefetch, "AVAILABLE", False)
     caplog.set_level(logging.WARNING, logger="ragworks.eval._prefetch")
     _prefetch.log_fallback_once()
     _prefetch.log_fallback_once()
     lines = [r.getMessage() for r in caplog.records if "fast path is off" in r.getMessage()]
-    assert len(lines) == 1 and "harness._get_scorer_rate_config" in lines[0]
+    assert len(lines) == 1 and "convert_predict_fn" in lines[0]
+
+
+def test_a_missing_hook_drops_only_that_hook_and_says_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(harness, "_get_scorer_rate_config")
+    monkeypatch.setattr(_prefetch, "MISSING", ["harness._get_scorer_rate_config"])
+    monkeypatch.setattr(_prefetch, "_fallback_logged", threading.Event())
+    caplog.set_level(logging.WARNING, logger="ragworks.eval._prefetch")
+    original_refresh = harness._refresh_eval_result_traces
+    with _prefetch.tuned_harness(unthrottled=True):
+        assert harness._refresh_eval_result_traces is not original_refresh
+        assert not hasattr(harness, "_get_scorer_rate_config")
+    assert harness._refresh_eval_result_traces is original_refresh
+    assert "runs without MLflow's harness._get_scorer_rate_config" in caplog.text
 
 
 def test_tuned_harness_lifts_the_scorer_rate_limit_only_when_asked_and_restores_it(
