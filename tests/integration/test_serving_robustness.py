@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -15,7 +16,7 @@ import pytest
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
 
-from ragworks.errors import ConfigError, RetrievalError
+from ragworks.errors import ConfigError, ModelError, RetrievalError
 from ragworks.serving import ServingLimits, build_app, serve_in_thread
 
 WORDS = ["The ", "index ", "holds ", "JSON ", "files ", "[1]."]
@@ -199,3 +200,41 @@ def test_overload_gets_503_with_retry_after(serve: Any) -> None:
             assert response.headers["Retry-After"] == "1"
             assert response.json()["error"]["code"] == "server_overloaded"
     _assert_alive(url)
+
+
+MODEL_FAILURES = [
+    (ModelError("The model answered 500; retry later."), 502, "model_error", None),
+    (ModelError("The model is overloaded.", status=503, retry_after=2.5), 503, "model_overloaded", "3"),
+    (ModelError("The model did not answer within 30 s.", status=504), 504, "model_timeout", None),
+    (TimeoutError(), 504, "timeout", None),
+]
+
+
+@pytest.mark.parametrize(("exc", "status", "code", "retry_after"), MODEL_FAILURES, ids=lambda v: str(v)[:20])
+def test_model_failures_map_to_502_503_504(
+    serve: Any, exc: Exception, status: int, code: str, retry_after: str | None
+) -> None:
+    url = serve(ScriptedAgent(fail=exc))
+    for path, body in [("/v1/responses", ASK), ("/v1/chat/completions", {"messages": ASK["input"]})]:
+        response = httpx.post(url + path, json=body, timeout=30)
+        error = _assert_error(response, status, code)
+        assert response.headers.get("Retry-After") == retry_after
+        if isinstance(exc, ModelError):
+            assert error["message"] == str(exc)
+    events = _events(httpx.post(url + "/v1/responses", json={**ASK, "stream": True}, timeout=30).text)
+    assert events[-2]["type"] == "error" and events[-2]["code"] == code and events[-1] == "[DONE]"
+    assert not any(e != "[DONE]" and e["type"] == "response.completed" for e in events)
+    _assert_alive(serve(ScriptedAgent()))
+
+
+def test_an_unexpected_agent_error_is_a_500_logged_once(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+    url = serve(ScriptedAgent(fail=KeyError("surprise")))
+    caplog.set_level(logging.INFO)
+    uvicorn_log = logging.getLogger("uvicorn")  # it does not propagate: listen to it directly
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        _assert_error(httpx.post(url + "/v1/responses", json=ASK, timeout=30), 500, "internal_error")
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].name.startswith("ragworks"), caplog.records
