@@ -66,7 +66,7 @@ def chat(
 
     Example: ragworks chat "How does hybrid search work?" --index ./index
     """
-    agent = load_agent(config, index)
+    agent = cli_agent(config, index)
     if trace:
         use_tracking_store()
     if question is not None:
@@ -75,11 +75,14 @@ def chat(
         traced(trace, lambda: repl(agent, echo_raw, read=_read_line))
 
 
-def load_agent(config: Path | None, index: Path | None) -> RagResponsesAgent:
+def cli_agent(config: Path | None, index: Path | None) -> RagResponsesAgent:
     """Build the agent from a config file (or the defaults), with `index` as its local index."""
-    from ragworks.agents import build_agent
+    from ragworks.agents.loading import load_agent
+    from ragworks.agents.responses_agent import RagResponsesAgent
 
-    return build_agent(cli_config(config, index))
+    agent = load_agent(config=cli_config(config, index))
+    assert isinstance(agent, RagResponsesAgent)  # a config always builds ragworks' own agent
+    return agent
 
 
 def cli_config(config: Path | None, index: Path | None) -> AgentConfig:
@@ -273,7 +276,7 @@ def quickstart(
     uri = use_tracking_store()
     cfg = _quickstart_config(workdir, embeddings)
     mlflow.set_experiment(QUICKSTART_EXPERIMENT)
-    agent = load_agent(workdir / "agent.yaml", None)
+    agent = cli_agent(workdir / "agent.yaml", None)
     for question in QUESTIONS:  # traced: MLflow traces every ResponsesAgent call by default
         typer.secho(f"\n? {question}", bold=True)
         ask(agent, [user_message(question)], echo_raw)
