@@ -176,10 +176,11 @@ print(json.dumps(statuses))
 the server thread under test); prints the statuses they got."""
 
 
+@pytest.mark.slow  # 4 s of load; a timing test, so a machine loaded by other work can push it over
 def test_health_stays_fast_while_large_bodies_arrive(serve: Any) -> None:
     url = serve(GateAgent(), max_body_bytes=2 * 1024 * 1024, max_input_chars=2_000_000, max_concurrency=32)
     senders = subprocess.Popen(
-        [sys.executable, "-c", SENDERS, url, "16", "2.5"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SENDERS, url, "16", "4"], stdout=subprocess.PIPE, text=True
     )
     probes = []
     with httpx.Client(base_url=url, timeout=30) as client:
