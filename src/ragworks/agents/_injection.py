@@ -43,9 +43,25 @@ _PATTERNS = [
     r"(?:only\s+)?(?:with|that|by|in)\b",
     r"\[/?(?:inst|sys)\]|<<\s*/?sys\s*>>|<\|[a-z_]+\|>",
 ]
-_INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
+_INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _PATTERNS))
+# Every pattern needs one of these words or marks, and most sentences have none: checking them first
+# spares the regex for most of ordinary prose.
+_TRIGGERS = frozenset(
+    [
+        "ignore", "disregard", "forget", "override", "bypass", "instruction", "instructions", "system",
+        "developer", "now", "longer", "pretend", "roleplay", "act", "assistant", "ai", "model", "chatbot",
+        "llm", "bot", "answer", "reply", "respond", "say", "obey", "claim", "cite", "tell", "reveal",
+        "mention", "user", "human", "question", "source", "sources", "context", "document", "documents",
+        "inst", "sys",
+    ]
+)
+_MARKS = ("<|",)
+_WORDS = re.compile(r"[a-z']+")
 
 
 def looks_like_instruction(sentence: str) -> bool:
     """True for a sentence that gives orders to an assistant rather than information to a reader."""
-    return _INSTRUCTION.search(sentence) is not None
+    lower = sentence.lower()
+    if _TRIGGERS.isdisjoint(_WORDS.findall(lower)) and not any(mark in lower for mark in _MARKS):
+        return False
+    return _INSTRUCTION.search(lower) is not None
