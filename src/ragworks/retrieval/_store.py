@@ -24,6 +24,7 @@ import errno
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -54,7 +55,6 @@ _DATA_NAME = re.compile(r"data-[0-9a-f]{8,32}")
 _TMP_PREFIX = ".tmp-"
 _READ_ATTEMPTS = 3
 _POLL_SECONDS = 0.1
-_HASH_BLOCK = 1 << 20
 
 T = TypeVar("T")
 
@@ -145,12 +145,16 @@ def verify(folder: Path, manifest: Mapping[str, Any], *, hashes: bool = True) ->
 
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
+    """The sha256 of a file, hashed from a memory map in one call.
+
+    One call releases the GIL once for the whole file; hashing block by block would wait for the
+    GIL after every block while a reader parses in another thread.
+    """
     with path.open("rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        if os.fstat(fh.fileno()).st_size == 0:
+            return hashlib.sha256(b"").hexdigest()
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return hashlib.sha256(view).hexdigest()
 
 
 def check_rows(folder: Path, path: Path, found: int, expected: int) -> None:
