@@ -28,8 +28,6 @@ import mmap
 import os
 import re
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ragworks.errors import ConfigError, IndexFormatError
+from ragworks.errors import IndexFormatError
+from ragworks.retrieval import _lock
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +44,7 @@ INDEX_FORMAT = "ragworks-local-index"
 INDEX_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MANIFEST = "ragworks_index.json"
-DEFAULT_LOCK_TIMEOUT = 600.0
-"""Seconds a writer waits for another writer of the same index before giving up."""
+DEFAULT_LOCK_TIMEOUT = _lock.DEFAULT_LOCK_TIMEOUT
 
 LEGACY_ENTRIES = ("chunks.jsonl", "vectors.npy", "bm25", "ann.faiss")
 """Where version 1 kept its data: beside the manifest."""
@@ -54,7 +52,6 @@ LEGACY_ENTRIES = ("chunks.jsonl", "vectors.npy", "bm25", "ann.faiss")
 _DATA_NAME = re.compile(r"data-[0-9a-f]{8,32}")
 _TMP_PREFIX = ".tmp-"
 _READ_ATTEMPTS = 3
-_POLL_SECONDS = 0.1
 
 T = TypeVar("T")
 
@@ -364,81 +361,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-# ------------------------------------------------------------------ the writer lock
-_held = threading.local()
-
-
-def lock_path(folder: Path) -> Path:
-    """The lock file beside the index folder."""
-    return folder.parent / f".{folder.name}.lock"
-
-
 @contextmanager
 def writer_lock(folder: Path, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the index's writer lock; wait up to `timeout` seconds (with a message) for another writer.
-
-    Re-entrant within a thread, so an ingest can hold it across load, update and save.
-    """
-    key = str(lock_path(folder).absolute())
-    depth: dict[str, int] = getattr(_held, "depth", None) or {}
-    _held.depth = depth
-    if depth.get(key):
-        depth[key] += 1
-        try:
-            yield
-        finally:
-            depth[key] -= 1
-        return
-    import fcntl  # POSIX; imported here so that the rest of the module imports everywhere
-
-    path = Path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _acquire(fd, path, folder, timeout, fcntl)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        _step("locked")
-        depth[key] = 1
-        try:
-            yield
-        finally:
-            depth[key] = 0
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _acquire(fd: int, path: Path, folder: Path, timeout: float, fcntl: Any) -> None:  # Any: the module
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
-    holder = _holder(path)
-    logger.warning(
-        "Another ingest%s is writing %s; waiting up to %.0f s for it to finish (--lock-timeout).",
-        f" (pid {holder})" if holder else "",
-        folder,
-        timeout,
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise ConfigError(
-                    f"{folder} is still being written by another ingest"
-                    f"{f' (pid {holder})' if holder else ''} after {timeout:.0f} s (lock {path}). "
-                    "Wait for it to finish, or give a longer --lock-timeout."
-                ) from None
-            time.sleep(_POLL_SECONDS)
-
-
-def _holder(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
+    """Hold the index's writer lock (see `_lock.writer_lock`)."""
+    with _lock.writer_lock(folder, timeout=timeout) as first:
+        if first:
+            _step("locked")
+        yield
