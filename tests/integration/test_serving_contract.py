@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import mlflow
 import pytest
 from mlflow.types.responses import ResponsesAgentRequest
 
@@ -114,10 +115,20 @@ def theirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def ours() -> Iterator[str]:
-    """Our app with the same echo agent."""
-    with serve_in_thread(build_app(_echo_agent(), api_token="")) as url:
-        yield url
+def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Our app with the same echo agent, tracing like AgentServer's process (sampling ratio unset)."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACE_SAMPLING_RATIO", raising=False)
+    original = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('ours')}/mlflow.db")
+    mlflow.tracing.reset()
+    try:
+        with serve_in_thread(build_app(_echo_agent(), api_token="")) as url:
+            yield url
+    finally:
+        mlflow.set_tracking_uri(original)
+        mp.undo()
+        mlflow.tracing.reset()
 
 
 def _shape(value: Any) -> Any:
