@@ -20,6 +20,8 @@ from pydantic import Field
 
 from ragworks.serving._abandon import close_abandoned
 
+ABANDONED = "the stream was stopped before it finished (the client left, or the request timed out)"
+
 
 class ServedResponse(ResponsesAgentResponse):
     """The agent's answer plus the id of the trace that recorded it (never serialised)."""
@@ -58,7 +60,7 @@ class ServedAgent:
                 yield event
         except GeneratorExit:
             if isinstance(iterator, GeneratorType):
-                close_abandoned(iterator, reason="the client stopped reading the stream")
+                close_abandoned(iterator, reason=ABANDONED)
             raise
         except BaseException:
             yield TraceEnd(_trace_id())  # the failed run's trace, ended by MLflow with the error
