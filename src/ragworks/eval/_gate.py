@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ragworks.errors import ConfigError
 from ragworks.eval._stats import MetricSummary
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunInfo
 
 MAX_ERROR_CHARS = 300
 
@@ -72,6 +76,36 @@ def judged_errors(metrics: Mapping[str, MetricSummary], judged: Collection[str])
             line += f"; first error: {_short(summary.first_error)}"
         problems.append(line)
     return problems
+
+
+def failed_predictions(trace_ids: Sequence[object], states: Sequence[object]) -> list[str]:
+    """One line when the agent failed on some rows (their traces' state is ERROR), naming the first trace."""
+    pairs = zip(trace_ids, states, strict=True)
+    failed = [str(t) for t, s in pairs if str(getattr(s, "value", s)).upper() == "ERROR"]
+    if not failed:
+        return []
+    rows = len(states)
+    return [f"predictions: the agent failed on {len(failed)} of {rows} rows (first: trace {failed[0]})"]
+
+
+def missing_traces(run: RunInfo, *, rows: int) -> list[str]:
+    """One line when the tracking store holds fewer traces for the run than the suite has rows.
+
+    A store that dropped traces (a full connection pool, a store that went away) leaves the run's
+    assessments incomplete, which must not pass as a complete evaluation.
+    """
+    import mlflow
+
+    stored = mlflow.search_traces(
+        locations=[run.experiment_id], run_id=run.run_id, include_spans=False, return_type="list"
+    )
+    missing = rows - len(stored)
+    if missing <= 0:
+        return []
+    return [
+        f"traces: {missing} of {rows} rows have no trace stored in the run "
+        "(the tracking store dropped them or the agent failed before tracing; see the log)"
+    ]
 
 
 def _short(message: str) -> str:

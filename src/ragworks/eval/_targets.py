@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -64,6 +65,17 @@ def make_predict_fn(target: Target) -> PredictFn:
         return plain(call(to_request(inputs)))
 
     return predict_fn
+
+
+def bounded(predict_fn: PredictFn, limit: int) -> PredictFn:
+    """`predict_fn` with at most `limit` calls at once (MLflow's harness sizes its own, larger pools)."""
+    slots = threading.BoundedSemaphore(max(1, limit))
+
+    def predict(**inputs: Any) -> object:  # Any: the suite row's JSON inputs
+        with slots:
+            return predict_fn(**inputs)
+
+    return predict
 
 
 def is_model_uri(target: str) -> bool:

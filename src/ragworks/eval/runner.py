@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ragworks.errors import EvalError
 from ragworks.eval._extract import answer_of, question_of
-from ragworks.eval._gate import check_threshold_names, judged_errors, threshold_failures
+from ragworks.eval._gate import (
+    check_threshold_names,
+    failed_predictions,
+    judged_errors,
+    missing_traces,
+    threshold_failures,
+)
 from ragworks.eval._logging import log_result
 from ragworks.eval._stats import (
     BOOTSTRAP_SAMPLES,
@@ -34,7 +40,7 @@ from ragworks.eval._stats import (
     metric_names,
     summarise,
 )
-from ragworks.eval._targets import PredictFn, Target, make_predict_fn
+from ragworks.eval._targets import PredictFn, Target, bounded, make_predict_fn
 from ragworks.eval.judges import Judge, get_judge
 from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
@@ -164,7 +170,9 @@ def run_suite(
         result.elapsed_s = time.perf_counter() - start
         result.allow_errors = allow_errors
         result.failures = threshold_failures(result.metrics, fail_under)
-        result.errors = judged_errors(result.metrics, plan.names)
+        result.errors = failed_predictions(result.table["trace_id"], result.table["state"])
+        result.errors += judged_errors(result.metrics, plan.names)
+        result.errors += missing_traces(run.info, rows=len(plan.suite.rows))
         if baseline_run_id:
             result.regressions = compare_to_baseline(result.metrics, baseline_run_id)
         log_result(
@@ -248,7 +256,8 @@ def _evaluate(plan: _Plan, *, prefetch: bool, workers: int) -> EvaluationResult:
             )
         if prefetch:
             _prefetch.log_fallback_once()
-        return mlflow.genai.evaluate(data=records, predict_fn=plan.predict_fn, scorers=list(plan.scorers))
+        predict_fn = bounded(plan.predict_fn, workers)
+        return mlflow.genai.evaluate(data=records, predict_fn=predict_fn, scorers=list(plan.scorers))
     except Exception as exc:
         raise EvalError(f"mlflow.genai.evaluate failed on suite {plan.suite.name!r}: {exc}") from exc
 
@@ -281,6 +290,7 @@ def _base_table(frame: pd.DataFrame, suite: EvalSuite) -> pd.DataFrame:
 
     table = pd.DataFrame(index=range(len(frame)))
     table["trace_id"] = list(frame["trace_id"]) if "trace_id" in frame else None
+    table["state"] = [str(s) for s in frame["state"]] if "state" in frame else None
     requests = frame["request"] if "request" in frame else [r.inputs for r in suite.rows]
     responses = frame["response"] if "response" in frame else [None] * len(frame)
     table["question"] = [question_of(r) for r in requests]

@@ -97,3 +97,12 @@ def test_a_run_with_errors_fails_and_never_reads_passed_unless_errors_are_allowe
     tail = "ALLOWED ERROR faithfulness: 2 of 2 rows errored\nPASSED (errors allowed)"
     assert summary_table(allowed).endswith(tail)
     assert _result([], allow=False).passed
+
+
+def test_rows_whose_prediction_failed_are_one_line_naming_the_first_trace() -> None:
+    from ragworks.eval._gate import failed_predictions
+
+    assert failed_predictions(["tr-1", "tr-2"], ["OK", "OK"]) == []
+    assert failed_predictions(["tr-1", "tr-2", "tr-3"], ["OK", "ERROR", "ERROR"]) == [
+        "predictions: the agent failed on 2 of 3 rows (first: trace tr-2)"
+    ]

@@ -61,6 +61,12 @@ def test_both_paths_log_the_same_assessments_on_the_agent_traces(prefetch: bool)
     # evaluate's predict_fn; the fast path logs a minimal error trace for it (evaluate takes traces
     # for every row or for none).
     assert len(traces) == (3 if prefetch else 2)
+    # A row with no stored trace is reported, and fails the run: its assessments are missing.
+    lost = [e for e in result.errors if e.startswith("traces:")]
+    assert lost == ([] if prefetch else [lost[0]]) and (prefetch or "1 of 3 rows" in lost[0])
+    assert not result.passed  # the gamma row's agent failed
+    if prefetch:  # its minimal trace records the failure
+        assert result.errors[0].startswith("predictions: the agent failed on 1 of 3 rows (first: trace tr-")
     for trace in traces:
         names = {a.name for a in trace.info.assessments}
         if "gamma" in (trace.info.request_preview or ""):
@@ -161,3 +167,28 @@ def test_batched_trace_refresh_gives_results_their_assessments_and_keeps_their_s
     for spans, assessments in zip(frame["spans"], frame["assessments"], strict=True):
         assert len(spans) == 1
         assert "const" in {a["assessment_name"] for a in assessments}
+
+
+def test_the_stock_path_bounds_its_predictions_to_the_concurrency() -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragworks.eval._targets import bounded
+
+    active, peak, lock = 0, 0, threading.Lock()
+
+    def slow(**inputs: Any) -> str:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+        return str(inputs["i"])
+
+    predict = bounded(slow, 2)
+    with ThreadPoolExecutor(8) as pool:  # MLflow's harness runs more threads than we allow
+        assert list(pool.map(lambda i: predict(i=i), range(16))) == [str(i) for i in range(16)]
+    assert peak == 2
