@@ -1,15 +1,15 @@
 """One run of a graph as a stream of neutral events; both MLflow adapters map these events.
 
-`graph.stream(stream_mode=["custom", "updates"])` gives what nodes write while they run and each
-node's state update when it ends. Text deltas are the `TextChunk`s that answer nodes write as they
-stream their model (see `_streaming`); finished messages, tool calls, tool results and documents
-come from the updates. Invariant: for every text item, the concatenated deltas equal the finished
-text. The final `TextDone` carries the token usage summed over the run's model calls.
+Text deltas are the pieces answer nodes pass to the run's text sink as they stream their model
+(see `_worker`); finished messages, tool calls, tool results and documents come from LangGraph's
+`updates`. Invariant: for every text item, the concatenated deltas equal the finished text. The
+final `TextDone` carries the token usage summed over the run's model calls.
 
-With `stream=False` answer nodes invoke their model once instead of streaming it: the same events,
-each text as a single delta (what non-streaming `predict` and `/invocations` want). Either way
-deltas never pass through LangGraph's `messages` mode, whose per-token callbacks cost far more
-than a fast model's answer.
+With `stream=False` the graph runs in the caller's thread (`stream_mode="updates"`) and answer
+nodes invoke their model once instead of streaming it: the same events, each text as a single
+delta (what non-streaming `predict` and `/invocations` want). Either way deltas never pass
+through LangGraph's `messages` mode, whose per-token callbacks cost far more than a fast model's
+answer.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StreamMode
 
 from ragworks.agents._messages import message_text
-from ragworks.agents._streaming import STREAM_TEXT, TextChunk, sum_usage
+from ragworks.agents._streaming import sum_usage
+from ragworks.agents._worker import Piece, stream_with_text
 from ragworks.agents.prompts import cited_numbers, source_name
 
 SNIPPET_CHARS = 300
@@ -149,26 +149,20 @@ def run_graph(
 ) -> Iterator[AgentEvent]:
     """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`."""
     run = _Run()
-    # "custom" makes LangGraph run nodes on worker threads so that it can yield while they run:
-    # worth it only when there are deltas to yield
-    modes: list[StreamMode] = ["custom", "updates"] if stream else ["updates"]
-    events = graph.stream({"messages": messages}, _with_stream_flag(config, stream), stream_mode=modes)
-    for mode, payload in events:
-        if mode == "custom":
-            if isinstance(payload, TextChunk):
-                delta = run.delta(payload.delta)
-                if delta is not None:
-                    yield delta
+    inputs = {"messages": messages}
+    pieces: Iterator[Piece]
+    if stream:
+        pieces = stream_with_text(graph, inputs, config)
+    else:
+        pieces = (("updates", u) for u in graph.stream(inputs, config, stream_mode="updates"))
+    for kind, payload in pieces:
+        if kind == "text":
+            delta = run.delta(payload)
+            if delta is not None:
+                yield delta
             continue
         for update in cast(dict[str, Any], payload).values():
             yield from _update_events(run, update or {})
-
-
-def _with_stream_flag(config: RunnableConfig | None, stream: bool) -> RunnableConfig:
-    """`config` with `configurable[STREAM_TEXT]` set, keeping what the caller configured (a thread id)."""
-    merged: RunnableConfig = {**(config or {})}
-    merged["configurable"] = {**(merged.get("configurable") or {}), STREAM_TEXT: stream}
-    return merged
 
 
 def _update_events(run: _Run, update: dict[str, Any]) -> Iterator[AgentEvent]:

@@ -1,15 +1,13 @@
-"""What answer nodes write to LangGraph's `custom` stream, and how a model reply is streamed.
+"""How an answer node streams its model, and how token usage adds up.
 
-Answer nodes stream the chat model themselves (`model.stream` inside the node) and write each text
-piece as a `TextChunk` through the node's stream writer. `run_graph` reads them with
-`stream_mode=["custom", "updates"]`, so token deltas skip LangGraph's `messages` callback machinery,
-which costs about ten times the answer itself with a fast model.
+Answer nodes stream the chat model themselves (`model.stream` inside the node) and pass each text
+piece to the run's text sink (see `_worker`), so token deltas skip LangGraph's `messages` callback
+machinery, which costs about ten times the answer itself with a fast model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.messages import (
@@ -23,21 +21,6 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from ragworks.agents._messages import content_text
-
-STREAM_TEXT = "ragworks_stream_text"
-"""`configurable` key: when true, answer nodes stream their model and write `TextChunk`s."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TextChunk:
-    """A piece of answer text, written to the `custom` stream as the model produces it."""
-
-    delta: str
-
-
-def streaming_requested(config: RunnableConfig | None) -> bool:
-    """Whether the run asked answer nodes to stream their text (see `STREAM_TEXT`)."""
-    return bool(((config or {}).get("configurable") or {}).get(STREAM_TEXT))
 
 
 def stream_reply(

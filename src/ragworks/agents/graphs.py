@@ -34,10 +34,9 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StreamWriter
 
 from ragworks.agents._messages import message_text, split_system
-from ragworks.agents._streaming import TextChunk, streaming_requested
+from ragworks.agents._worker import text_sink
 from ragworks.agents.offline import OfflineChatModel
 from ragworks.agents.prompts import (
     CONDENSE_PROMPT,
@@ -122,12 +121,9 @@ def answer_call(
     name: str,
     model: BaseChatModel,
     config: RunnableConfig,
-    writer: StreamWriter,
 ) -> AIMessage:
-    """One answer-node model call: streamed as `TextChunk`s when the run asked for text deltas."""
-    if not streaming_requested(config):
-        return traced_chat(llm, prompt, name=name, model=model)
-    return traced_chat(llm, prompt, name=name, model=model, on_text=lambda t: writer(TextChunk(delta=t)))
+    """One answer-node model call: streamed into the run's text sink when it has one, else invoked."""
+    return traced_chat(llm, prompt, name=name, model=model, on_text=text_sink(config))
 
 
 def build_rag_graph(
@@ -145,7 +141,7 @@ def build_rag_graph(
         update: dict[str, Any] = {"query": query, "documents": traced_retrieve(retriever, query)}
         return {**update, "usage": usage[0]} if usage else update
 
-    def generate(state: AgentState, config: RunnableConfig, writer: StreamWriter) -> dict[str, Any]:
+    def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         turns = _conversation(state["messages"])
         docs = state.get("documents", [])
         prompt = [
@@ -153,7 +149,7 @@ def build_rag_graph(
             *turns[:-1],
             context_message(_question(turns), docs),
         ]
-        reply = answer_call(llm, prompt, name=NODE_GENERATE, model=llm, config=config, writer=writer)
+        reply = answer_call(llm, prompt, name=NODE_GENERATE, model=llm, config=config)
         return {"messages": [reply]}
 
     graph = StateGraph(AgentState)
@@ -176,10 +172,10 @@ def build_tool_agent(
     bound = llm.bind_tools(list(tools))
     by_name = {t.name: t for t in tools}
 
-    def agent(state: AgentState, config: RunnableConfig, writer: StreamWriter) -> dict[str, Any]:
+    def agent(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         conversation = [m for m in state["messages"] if not isinstance(m, SystemMessage)]
         prompt = [_system(TOOL_SYSTEM_PROMPT, system_prompt, state["messages"]), *conversation]
-        reply = answer_call(bound, prompt, name=NODE_AGENT, model=llm, config=config, writer=writer)
+        reply = answer_call(bound, prompt, name=NODE_AGENT, model=llm, config=config)
         return {"messages": [reply], "steps": state.get("steps", 0) + 1}
 
     def route(state: AgentState) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,8 +13,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 from mlflow.types.llm import ChatMessage, ChatParams
+from pydantic import Field
 
-from ragworks.agents import RagChatModel, RagResponsesAgent
+from ragworks.agents import RagChatModel, RagResponsesAgent, deadline
 from ragworks.agents.graphs import build_rag_graph, build_tool_agent
 from ragworks.agents.offline import OfflineChatModel
 from ragworks.errors import ModelError
@@ -98,7 +100,8 @@ def test_stream_deltas_concatenate_to_the_final_text_and_predict_agrees(docs_ind
     assert done["usage"]["output_tokens"] == 7
 
 
-def test_stream_does_not_use_langgraph_messages_mode(docs_index: str) -> None:
+def test_stream_uses_only_langgraph_updates_mode(docs_index: str) -> None:
+    """Deltas skip LangGraph's concurrent stream modes (messages, custom): a thread pool per run."""
     model = ScriptedChatModel(responses=["It is a folder [1]."], repeat_last=True)
     agent = _rag_agent(docs_index, model, condense="none")
     modes: list[Any] = []
@@ -109,9 +112,40 @@ def test_stream_does_not_use_langgraph_messages_mode(docs_index: str) -> None:
         return original(*args, **kwargs)
 
     agent.graph.stream = spy  # type: ignore[method-assign]  # record the modes of each run
-    list(agent.predict_stream(QUESTION))
+    deltas = [e for e in agent.predict_stream(QUESTION) if e.type == "response.output_text.delta"]
     agent.predict(QUESTION)
-    assert modes == [["custom", "updates"], ["updates"]]
+    assert len(deltas) > 1 and modes == ["updates", "updates"]
+
+
+class _SlowStream(ScriptedChatModel):
+    """Streams words until told to stop; records how many it produced."""
+
+    produced: int = 0
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for _ in range(10_000):
+            self.produced += 1
+            time.sleep(0.001)
+            yield ChatGenerationChunk(message=AIMessageChunk(content="word "))
+
+
+def test_a_reader_that_leaves_stops_the_model(docs_index: str) -> None:
+    model = _SlowStream(responses=["unused"])
+    agent = _rag_agent(docs_index, model, condense="none")
+    stream = agent.predict_stream(QUESTION)
+    first = [next(stream) for _ in range(3)]
+    assert all(e.type == "response.output_text.delta" for e in first)
+    stream.close()
+    time.sleep(0.2)  # the worker notices at its next piece
+    stopped_at = model.produced
+    time.sleep(0.2)
+    assert model.produced == stopped_at < 1000
 
 
 def test_tool_calling_stream_aggregates_tool_call_chunks(docs_index: str) -> None:
@@ -196,3 +230,23 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_the_error(docs_index: s
             seen.append(event.model_dump(exclude_none=True))
     assert [e["delta"] for e in seen if "delta" in e] == ["It ", "is "]
     assert not [e for e in seen if e["type"] == "response.output_item.done"]
+
+
+class _DeadlineReader(ScriptedChatModel):
+    """Records the request deadline the model sees while it streams."""
+
+    seen: list[float | None] = Field(default_factory=list)
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self.seen.append(deadline.remaining())
+        return super()._stream(*args, **kwargs)
+
+
+def test_the_streaming_model_sees_the_request_deadline(docs_index: str) -> None:
+    model = _DeadlineReader(responses=["It is a folder [1]."])
+    agent = _rag_agent(docs_index, model, condense="none")
+    with deadline.request_deadline(30.0):
+        text = "".join(e.delta for e in agent.predict_stream(QUESTION) if e.type.endswith(".delta"))
+    assert text == "It is a folder [1]."
+    (left,) = model.seen
+    assert left is not None and 0 < left <= 30.0
