@@ -8,6 +8,8 @@ scripted model, which answers instantly, or the offline extractive model) are ru
     (a) bare graph       a minimal StateGraph: retrieve (retriever.invoke) -> generate (llm.invoke)
     (a) bare stream      the same graph streamed by LangGraph, stream_mode=["messages", "updates"]
                          (token deltas through LangGraph's callbacks), all chunks consumed
+    (a) bare custom      the same graph whose generate node streams the model itself and writes each
+                         piece with LangGraph's stream writer, stream_mode=["custom", "updates"]
     (b) predict          RagResponsesAgent.predict, tracing off, then on (SQLite store in a temp dir)
     (c) predict_stream   RagResponsesAgent.predict_stream, all events consumed, tracing off and on
 
@@ -33,6 +35,7 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.retrievers import BaseRetriever
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
 QUESTIONS = (
@@ -54,8 +57,11 @@ class BareState(TypedDict, total=False):
     answer: str
 
 
-def bare_graph(retriever: BaseRetriever, llm: BaseChatModel) -> Any:  # Any: a compiled StateGraph
-    """The same two steps as the agent's graph, with nothing around them."""
+def bare_graph(retriever: BaseRetriever, llm: BaseChatModel, *, write: bool = False) -> Any:
+    """The same two steps as the agent's graph, with nothing around them (Any: a compiled StateGraph).
+
+    With `write`, generate streams the model and writes each piece to LangGraph's custom stream.
+    """
 
     def retrieve(state: BareState) -> BareState:
         return {"documents": retriever.invoke(state["question"])}
@@ -64,7 +70,13 @@ def bare_graph(retriever: BaseRetriever, llm: BaseChatModel) -> Any:  # Any: a c
         context = "\n\n".join(f"[{n}] {d.page_content}" for n, d in enumerate(state["documents"], 1))
         prompt = [SystemMessage("Answer from the sources; cite them as [n]."), HumanMessage(context)]
         prompt.append(HumanMessage(state["question"]))
-        return {"answer": str(llm.invoke(prompt).content)}
+        if not write:
+            return {"answer": str(llm.invoke(prompt).content)}
+        writer, pieces = get_stream_writer(), []
+        for chunk in llm.stream(prompt):
+            writer(chunk.content)
+            pieces.append(str(chunk.content))
+        return {"answer": "".join(pieces)}
 
     graph = StateGraph(BareState)
     graph.add_node("retrieve", retrieve)
@@ -120,6 +132,7 @@ def run(requests: int, model: str) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="ragworks-bench-") as tmp:
         retriever, llm = make_parts(Path(tmp), model)
         bare = bare_graph(retriever, llm)
+        bare_writing = bare_graph(retriever, llm, write=True)
         agent = RagResponsesAgent(build_rag_graph(retriever, llm))
 
         def request(question: str) -> ResponsesAgentRequest:
@@ -135,6 +148,9 @@ def run(requests: int, model: str) -> dict[str, list[float]]:
             "(a) bare graph": lambda q: bare.invoke({"question": q}),
             "(a) bare stream (messages mode)": lambda q: list(
                 bare.stream({"question": q}, stream_mode=["messages", "updates"])
+            ),
+            "(a) bare custom (stream writer)": lambda q: list(
+                bare_writing.stream({"question": q}, stream_mode=["custom", "updates"])
             ),
             "(b) predict, tracing off": trace_disabled(predict),
             "(c) predict_stream, tracing off": trace_disabled(stream),
