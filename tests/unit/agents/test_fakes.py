@@ -25,3 +25,13 @@ def test_repeat_last_and_usage() -> None:
     replies = [model.invoke("one two") for _ in range(3)]
     assert [r.content for r in replies] == ["again"] * 3
     assert replies[0].usage_metadata == {"input_tokens": 2, "output_tokens": 1, "total_tokens": 3}
+
+
+def test_a_reply_with_its_own_usage_reports_it_invoked_and_streamed() -> None:
+    usage = {"input_tokens": 100, "output_tokens": 2, "total_tokens": 102}
+    model = ScriptedChatModel(responses=[AIMessage("Two words.", usage_metadata=usage)], repeat_last=True)
+    assert model.invoke("one two three").usage_metadata == usage
+    streamed = None
+    for chunk in model.stream("one two three"):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert streamed is not None and streamed.usage_metadata == usage
