@@ -193,6 +193,7 @@ class WorkerPool:
                 job.state = "done"
                 if job.abandoned:
                     self.stuck -= 1
+                    self._cond.notify()  # the pool may be over `size`: an idle thread re-checks
 
 
 class _Feed:
