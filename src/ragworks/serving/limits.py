@@ -43,8 +43,6 @@ class ServingLimits:
     """Longest wait for a request's body once its headers are in (408 beyond it); at most `timeout_s`."""
     max_body_readers: int | None = None
     """Most requests sending their bodies at once (503 beyond it); None: 4 x max_concurrency, at least 256."""
-    max_json_depth: int = 64
-    """Deepest nesting of JSON arrays and objects a request body may have (400 beyond it)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -54,7 +52,6 @@ class ServingLimits:
             "max_concurrency",
             "retry_after_s",
             "body_timeout_s",
-            "max_json_depth",
         )
         for name in positive:
             if getattr(self, name) <= 0:
