@@ -41,6 +41,20 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol] | str:
 
 _CLASSES: dict[float, type[asyncio.Protocol]] = {}
 
+FOR_WORKERS = "ragworks.serving._header_deadline:WorkerProtocol"
+"""uvicorn's `http=` for `--workers N`: worker processes import the protocol by name (a class made here
+cannot be pickled to them) and build it from the serve spec they inherit."""
+
+
+def __getattr__(name: str) -> type[asyncio.Protocol] | str:
+    """`WorkerProtocol`: the header-deadline protocol for the limits in this worker's serve spec."""
+    if name != "WorkerProtocol":
+        raise AttributeError(name)
+    from ragworks.serving.app import spec_from_env  # here: the app imports the server, not the reverse
+    from ragworks.serving.limits import ServingLimits
+
+    return http_protocol(ServingLimits(**spec_from_env().limits).body_deadline_s)
+
 
 @functools.cache
 def _httptools_protocol() -> type[asyncio.Protocol] | None:

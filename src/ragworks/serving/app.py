@@ -212,10 +212,15 @@ class ServeSpec:
         return json.dumps(asdict(self))
 
 
+def spec_from_env() -> ServeSpec:
+    """The spec `ragworks serve --workers N` left in `RAGWORKS_SERVE_SPEC` (the defaults when unset)."""
+    raw = env_flag(SPEC_ENV)
+    return ServeSpec(**json.loads(raw)) if raw else ServeSpec()
+
+
 def create_app() -> FastAPI:
     """The uvicorn factory `ragworks.serving.app:create_app`: reads the spec `ragworks serve` left in env."""
-    raw = env_flag(SPEC_ENV)
-    spec = ServeSpec(**json.loads(raw)) if raw else ServeSpec()
+    spec = spec_from_env()
     agent = load_agent(config=spec.config, model_uri=spec.model_uri)
     setup_server_tracing()  # this worker's traces: stored in batches, none dropped
     return build_app(agent, limits=ServingLimits(**spec.limits))

@@ -60,6 +60,12 @@ def serve(
     max_body_mb: Annotated[
         float, typer.Option("--max-body-mb", min=0.001, help="Largest request body, MB.")
     ] = 1.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout", min=0.1, help="Seconds a client has to send its headers and body (408 after)."
+        ),
+    ] = 10.0,
     max_input_chars: Annotated[
         int, typer.Option("--max-input-chars", min=1, help="Longest conversation, in characters.")
     ] = 100_000,
@@ -78,6 +84,7 @@ def serve(
         raise ConfigError("Pass either --config or --model-uri, not both.")
     limits = ServingLimits(
         timeout_s=timeout,
+        body_timeout_s=body_timeout,
         max_concurrency=max_concurrency,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_input_chars=max_input_chars,

@@ -9,12 +9,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from ragworks.agents.loading import load_agent
 from ragworks.errors import ConfigError
+from ragworks.serving._header_deadline import FOR_WORKERS, http_protocol
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app
 from ragworks.serving.limits import ServingLimits
 from ragworks.trace_export.batch import prepare_tracking_store, setup_server_tracing
@@ -30,6 +32,8 @@ def run_server(
     Raises:
         ConfigError: the port is taken or the host cannot be bound (checked before anything starts).
     """
+    limits = ServingLimits(**spec.limits)
+    connection_options = _connection_options(limits)
     if workers > 1:
         check_port(host, port)
         os.environ[SPEC_ENV] = spec.to_json()  # uvicorn's worker processes inherit it
@@ -42,14 +46,27 @@ def run_server(
             workers=workers,
             log_level=log_level,
             timeout_graceful_shutdown=5,
+            **{**connection_options, "http": FOR_WORKERS},
         )
         return
     with bind_port(host, port) as sock:  # held from here: nothing can take the port while the agent loads
         agent = load_agent(config=spec.config, model_uri=spec.model_uri)
         setup_server_tracing()
-        app = build_app(agent, limits=ServingLimits(**spec.limits))
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        app = build_app(agent, limits=limits)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **connection_options
+        )
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def _connection_options(limits: ServingLimits) -> dict[str, Any]:
+    """uvicorn's share of the limits: a header deadline, and a socket cap well above the app's own 503s."""
+    return {
+        # Headers get the body's deadline: uvicorn alone would wait for them forever.
+        "http": http_protocol(limits.body_deadline_s),
+        # A last guard on sockets only: the app answers 503 in OpenAI's shape long before this plain-text one.
+        "limit_concurrency": 2 * (limits.body_readers + limits.max_concurrency),
+    }
 
 
 def check_port(host: str, port: int) -> None:
