@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import mlflow
@@ -55,6 +56,14 @@ def _find_missing() -> tuple[str, ...]:
         if not hasattr(owner, name):
             missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
     return tuple(missing)
+
+
+def workspace_context(workspace: str) -> AbstractContextManager[object]:
+    """MLflow's context for storing into `workspace` (releases without workspaces never name one)."""
+    from mlflow.utils.workspace_context import ServerWorkspaceContext
+
+    context: AbstractContextManager[object] = ServerWorkspaceContext(workspace)
+    return context
 
 
 MISSING: tuple[str, ...] = _find_missing()
@@ -98,7 +107,10 @@ if not MISSING:
             self, trace: Trace, prompts: Sequence[PromptVersion], workspace: str | None
         ) -> None:
             """MLflow's own storing of one trace (prompt links, attachments, workspaces)."""
-            super()._log_trace(trace, prompts, workspace)
+            if workspace is None:  # MLflow before 3.15 takes no workspace argument
+                super()._log_trace(trace, prompts)
+            else:
+                super()._log_trace(trace, prompts, workspace)  # type: ignore[call-arg, unused-ignore]
 
         @property
         def client(self) -> Any:

@@ -35,7 +35,6 @@ from mlflow.entities.model_registry import PromptVersion
 from mlflow.tracing.constant import SpansLocation, TraceTagKey
 from mlflow.tracing.utils import maybe_get_request_id
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
-from mlflow.utils.workspace_context import ServerWorkspaceContext
 
 from ragworks.trace_export import _mlflow_hooks
 from ragworks.trace_export.retry_queue import ExportStats, TraceQueue
@@ -126,7 +125,7 @@ class BatchTraceExporter:
         item.trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
         self.exporter.store_with_mlflow(item.trace, item.prompts, item.workspace)
         experiment_id = item.trace.info.experiment_id or DEFAULT_EXPERIMENT_ID
-        with ServerWorkspaceContext(item.workspace) if item.workspace else nullcontext():
+        with _mlflow_hooks.workspace_context(item.workspace) if item.workspace else nullcontext():
             try:
                 self.exporter.client.log_spans(experiment_id, list(item.trace.data.spans))
             except Exception as exc:
