@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -407,11 +408,15 @@ def memoised(original: Any, judging: JudgePool) -> Any:
     """
     from mlflow.genai.scorers import scorer
 
+    options: dict[str, Any] = {}
+    if "timeout" in inspect.signature(scorer).parameters:  # MLflow 3.16+ bounds each scorer call
+        options["timeout"] = 0  # it waits for our pool, whose judge calls have their own timeouts and retries
+
     @scorer(
         name=original.name,
         description=getattr(original, "description", None),
         aggregations=getattr(original, "aggregations", None),
-        timeout=0,  # waits for our pool, whose judge calls have their own timeouts and retries
+        **options,
     )
     def lookup(inputs: Any, outputs: Any, expectations: Any = None, trace: Any = None) -> Any:
         judging.resume()  # evaluate is scoring: its autologging setup is done

@@ -13,6 +13,7 @@ stores trace by trace through MLflow's public client and logs that once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Iterator
@@ -68,7 +69,9 @@ def _shared_session(store: Any) -> Iterator[None]:
             experiments[experiment_id] = real_get_experiment(experiment_id)
         return experiments[experiment_id]
 
-    with real_maker(read_only=False) as session:
+    # MLflow 3.14+ makes read-only sessions unless asked; older releases take no such argument
+    writable = {"read_only": False} if "read_only" in inspect.signature(real_maker).parameters else {}
+    with real_maker(**writable) as session:
         real_rollback = session.rollback
 
         def refuse_rollback() -> None:
