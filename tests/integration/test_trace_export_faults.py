@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.entities import Trace
+from mlflow.entities import LiveSpan, Span, Trace
 from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
 
 from ragworks.agents import build_agent
@@ -26,6 +27,10 @@ from ragworks.trace_export.writer_process import WriterProcess
 
 REQUEST = {"input": [{"role": "user", "content": "How are logged agents loaded back?"}]}
 CLI = [sys.executable, "-c", "from ragworks.cli import main; main()"]
+N_PENDING = 50
+"""Traces held back by a read-only store in the backlog test."""
+N_REQUESTS = 500
+"""Traced requests after the warm-up in the no-objects-left-behind test."""
 
 
 @contextmanager
@@ -173,3 +178,60 @@ def test_serve_with_an_unusable_store_exits_at_once_with_one_line(
     assert len(errors) == 1 and says in errors[0], proc.stderr[-2000:]
     assert "MLFLOW_TRACKING_URI" in errors[0]
     assert elapsed < 60  # imports included; MLflow's own retries took minutes
+
+
+def _live(*kinds: type) -> int:
+    """How many objects of these types are alive now."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kinds))
+
+
+def test_traces_waiting_for_a_failing_store_are_held_encoded_not_as_mlflow_objects(
+    store: tuple[Path, BatchTraceExporter], docs_index: str
+) -> None:
+    """A backlog (a store that fails, or a writer that falls behind under load) costs a few KiB a trace,
+    not the tens of KiB of MLflow spans each; once the store takes writes again every trace lands."""
+    folder, _ = store
+    processor = mlflow.tracing.provider._get_span_processor()  # the one the fixture swapped under
+    patient = BatchTraceExporter(mlflow.get_tracking_uri(), max_attempts=1_000, backoff=(0.05, 0.2))
+    restore = _mlflow_hooks.swap_exporter(processor, patient.exporter)
+    try:
+        agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index, "k": 2}))
+        agent.predict(REQUEST)  # warm-up: imports, caches, the writer process
+        mlflow.flush_trace_async_logging()
+        before = _live(Trace, Span, LiveSpan)
+        with read_only(folder):
+            for _ in range(N_PENDING):
+                agent.predict(REQUEST)
+            stats = patient.stats()
+            assert stats.pending == N_PENDING and stats.stored == 1 and stats.dropped == 0
+            assert _live(Trace, Span, LiveSpan) - before < 10  # not 3 spans and a trace per pending one
+            assert 0 < stats.pending_bytes < N_PENDING * 16 * 1024
+        mlflow.flush_trace_async_logging()
+        stats = patient.stats()
+        assert (stats.stored, stats.pending, stats.pending_bytes) == (1 + N_PENDING, 0, 0)
+    finally:
+        restore()
+        patient.close()
+    stored = mlflow.search_traces(return_type="list", max_results=2 * N_PENDING)
+    assert len(stored) == 1 + N_PENDING and all(len(t.data.spans) == 3 for t in stored)
+
+
+@pytest.mark.slow  # 500 traced requests: about 10 s
+def test_traced_requests_leave_no_trace_or_span_objects_behind(
+    store: tuple[Path, BatchTraceExporter], docs_index: str
+) -> None:
+    """After a warm-up, many traced requests: once their traces are stored, nothing of them stays alive."""
+    _, exporter = store
+    agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index, "k": 2}))
+    for _ in range(20):
+        agent.predict(REQUEST)
+        list(agent.predict_stream(REQUEST))
+    mlflow.flush_trace_async_logging()
+    before = _live(Trace, Span, LiveSpan)
+    for _ in range(N_REQUESTS // 2):
+        agent.predict(REQUEST)
+        list(agent.predict_stream(REQUEST))
+    mlflow.flush_trace_async_logging()
+    assert exporter.stats().stored == 40 + N_REQUESTS
+    assert _live(Trace, Span, LiveSpan) - before < 10

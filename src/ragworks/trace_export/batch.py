@@ -5,7 +5,9 @@ transaction per handful of ended spans plus one `start_trace` per trace, from up
 contend for SQLite's single writer lock, all on the server's own GIL; under sustained load its queue
 (`MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE`) fills and traces are discarded with no count.
 
-Here MLflow still assembles every trace; a finished trace is only queued (`retry_queue`), and one
+Here MLflow still assembles every trace; a finished trace is only queued (`retry_queue`), encoded
+for the writer at once (`EncodedTrace`: a few KiB instead of tens of KiB of MLflow objects, so a
+backlog under sustained load stays small, and is bounded in bytes as well as in traces), and one
 thread sends what piled up to the writer process (`writer_process`), which stores the batch in one
 transaction and reports, trace by trace, what it committed. Failed traces are retried with backoff
 and dropped with a counted warning when the store stays down (`trace_export_stats()`). Traces with
@@ -40,7 +42,7 @@ from ragworks.trace_export import _mlflow_hooks
 from ragworks.trace_export.retry_queue import ExportStats, TraceQueue
 from ragworks.trace_export.store_check import DATABASE_SCHEMES, check_tracking_store, scheme
 from ragworks.trace_export.writer import StoreReport, store_traces
-from ragworks.trace_export.writer_process import WriterDied, WriterProcess
+from ragworks.trace_export.writer_process import EncodedTrace, WriterDied, WriterProcess
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ MAX_BATCH = 128
 """Traces per store write; a batch is whatever piled up while the previous one was written."""
 MAX_PENDING = 5_000
 """Traces held in memory; beyond it callers wait while the store keeps up, else the oldest is dropped."""
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+"""Bytes of traces held in memory (encoded, or `LIVE_TRACE_BYTES` each when not); beyond it, as above."""
+LIVE_TRACE_BYTES = 32 * 1024
+"""What one trace kept as MLflow objects is counted as (about 28 KiB measured for three spans)."""
 WARN_INTERVAL = 60.0
 """Seconds between two warnings about the same kind of export failure."""
 _installed: list[BatchTraceExporter] = []
@@ -55,11 +61,21 @@ _installed: list[BatchTraceExporter] = []
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PendingTrace:
-    """A finished trace waiting for the writer."""
+    """A finished trace waiting for the writer: encoded for it, or as MLflow's objects (`_is_plain`)."""
 
-    trace: Trace
+    trace: Trace | EncodedTrace
     prompts: Sequence[PromptVersion]
     workspace: str | None
+
+    @property
+    def trace_id(self) -> str:
+        """The trace's id."""
+        trace = self.trace
+        return trace.trace_id if isinstance(trace, EncodedTrace) else trace.info.trace_id
+
+    def size(self) -> int:
+        """Bytes this trace holds while it waits, for the queue's budget."""
+        return len(self.trace.data) if isinstance(self.trace, EncodedTrace) else LIVE_TRACE_BYTES
 
 
 class BatchTraceExporter:
@@ -71,7 +87,13 @@ class BatchTraceExporter:
         """`child`: store in a writer process (servers), else here; `queue_options` go to `TraceQueue`."""
         self.captured: dict[str, Trace] | None = {} if capture else None
         """With `capture`, every finished trace by id, as it was queued (complete, with its spans)."""
-        options = {"max_batch": MAX_BATCH, "max_pending": MAX_PENDING, "warn_interval": WARN_INTERVAL}
+        options = {
+            "max_batch": MAX_BATCH,
+            "max_pending": MAX_PENDING,
+            "max_pending_bytes": MAX_PENDING_BYTES,
+            "warn_interval": WARN_INTERVAL,
+            "size": PendingTrace.size,
+        }
         self.queue: TraceQueue[PendingTrace] = TraceQueue(self._write, **{**options, **queue_options})
         self.exporter = _mlflow_hooks.HookedExporter(tracking_uri, sink=self._accept, queue=self.queue)
         """What MLflow's span processor exports to."""
@@ -85,6 +107,9 @@ class BatchTraceExporter:
 
     def _accept(self, trace: Trace, prompts: Sequence[PromptVersion], workspace: str | None) -> None:
         item = PendingTrace(trace=trace, prompts=prompts, workspace=workspace)
+        if self.writer is not None and _is_plain(item):
+            # Only the encoding travels to the writer process: keep that, not the trace's objects.
+            item = PendingTrace(trace=EncodedTrace.of(trace), prompts=prompts, workspace=workspace)
         if self.captured is not None:
             self.captured[trace.info.trace_id] = trace
         if maybe_get_request_id(is_evaluate=True):  # mlflow.genai.evaluate reads traces at once
@@ -108,9 +133,9 @@ class BatchTraceExporter:
                     failed[i] = error
         return failed
 
-    def _store_plain(self, traces: list[Trace]) -> StoreReport:
-        if self.writer is None:
-            return store_traces(self.exporter.client, traces)
+    def _store_plain(self, traces: list[Trace | EncodedTrace]) -> StoreReport:
+        if self.writer is None:  # then nothing was encoded (see `_accept`)
+            return store_traces(self.exporter.client, [t for t in traces if isinstance(t, Trace)])
         try:  # never in this process: a store gone read-only crashes the process writing to it
             return self.writer.store(traces)
         except WriterDied as exc:
@@ -122,6 +147,7 @@ class BatchTraceExporter:
 
     def _store_special(self, item: PendingTrace) -> str | None:
         """Prompt links, a workspace or attachments: MLflow's own path (which logs its own failures)."""
+        assert isinstance(item.trace, Trace)  # only plain traces are encoded
         item.trace.info.tags[TraceTagKey.SPANS_LOCATION] = SpansLocation.TRACKING_STORE.value
         self.exporter.store_with_mlflow(item.trace, item.prompts, item.workspace)
         experiment_id = item.trace.info.experiment_id or DEFAULT_EXPERIMENT_ID
@@ -143,9 +169,9 @@ def _failures(report: StoreReport, items: Sequence[PendingTrace], indexes: list[
     """Indexes of the traces a report does not name as stored, with their error."""
     stored = set(report.stored)
     return {
-        index: report.failed.get(item.trace.info.trace_id, "not reported as stored")
+        index: report.failed.get(item.trace_id, "not reported as stored")
         for index, item in zip(indexes, items, strict=True)
-        if item.trace.info.trace_id not in stored
+        if item.trace_id not in stored
     }
 
 
@@ -153,6 +179,8 @@ def _is_plain(item: PendingTrace) -> bool:
     """No prompt links, workspace or attachments: the batch writer can store it."""
     if item.prompts or item.workspace:
         return False
+    if isinstance(item.trace, EncodedTrace):
+        return True
     return not any(getattr(span, "_attachments", None) for span in item.trace.data.spans)
 
 

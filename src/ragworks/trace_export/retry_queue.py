@@ -1,10 +1,13 @@
 """A bounded queue of finished traces, written in batches by one thread, retried, dropped with a count.
 
-While the store takes batches, a full queue makes callers wait (up to `put_timeout`) instead of
-losing traces. While it fails (down, read-only, the writer gone), failed traces go back to the
-front of the queue and are retried with exponential backoff; a trace that failed `max_attempts`
-times, or the oldest one when the queue is full, is dropped. Drops are counted and logged at most
-once per `warn_interval` seconds, so a dead store costs one log line a minute, not one per trace.
+The queue is bounded in traces (`max_pending`) and, given a `size` function, in bytes
+(`max_pending_bytes`, counting the batch in flight), so a backlog of large traces cannot hold more
+memory than that. While the store takes batches, a full queue makes callers wait (up to
+`put_timeout`) instead of losing traces. While it fails (down, read-only, the writer gone), failed
+traces go back to the front of the queue and are retried with exponential backoff; a trace that
+failed `max_attempts` times, or the oldest one when the queue is full, is dropped. Drops are
+counted and logged at most once per `warn_interval` seconds, so a dead store costs one log line a
+minute, not one per trace.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ WriteBatch = Callable[[Sequence[T]], dict[int, str]]
 """Stores a batch; returns {index in the batch: error} for every item that was not stored."""
 
 
+def _no_size(_item: object) -> int:
+    return 0  # a queue bounded in count only
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExportStats:
     """Counters of a trace queue since it was made."""
@@ -40,11 +47,14 @@ class ExportStats:
     """Batches with at least one trace not stored."""
     last_error: str | None
     """Why the last failed batch failed."""
+    pending_bytes: int = 0
+    """Memory the pending traces hold, as the queue's `size` function measures it (0 without one)."""
 
 
 @dataclass(slots=True)
 class _Entry(Generic[T]):
     item: T
+    size: int = 0
     attempts: int = 0
 
 
@@ -62,8 +72,14 @@ class TraceQueue(Generic[T]):
         put_timeout: float = 5.0,
         flush_timeout: float = 10.0,
         warn_interval: float = 60.0,
+        size: Callable[[T], int] | None = None,
+        max_pending_bytes: int | None = None,
     ) -> None:
+        """`size`: the bytes an item holds, for `max_pending_bytes` (None: bounded in count only)."""
         self._write = write
+        self._size: Callable[[T], int] = size or _no_size
+        self._max_bytes = max_pending_bytes
+        self._bytes = 0  # held by the queued items and the batch in flight
         self._max_batch, self._max_pending, self._max_attempts = max_batch, max_pending, max_attempts
         self._backoff_base, self._backoff_cap = backoff
         self._put_timeout, self._flush_timeout = put_timeout, flush_timeout
@@ -84,15 +100,29 @@ class TraceQueue(Generic[T]):
 
     def put(self, item: T) -> None:
         """Queue a trace. Waits while the queue is full and the store keeps up; else drops the oldest."""
+        entry = _Entry(item, size=self._size(item))
         with self._cond:
-            if len(self._items) >= self._max_pending and self._healthy and not self._stopping:
-                self._cond.wait_for(lambda: len(self._items) < self._max_pending, self._put_timeout)
-            if len(self._items) >= self._max_pending:
-                self._items.popleft()
-                self._drop(1, f"{self._max_pending} traces waiting (queue full)")
-            self._items.append(_Entry(item))
+            if self._full(entry.size) and self._healthy and not self._stopping:
+                self._cond.wait_for(lambda: not self._full(entry.size), self._put_timeout)
+            while self._full(entry.size) and self._items:
+                self._bytes -= self._items.popleft().size
+                self._drop(1, self._full_reason())
+            self._items.append(entry)
+            self._bytes += entry.size
             self._ensure_thread()
             self._cond.notify_all()
+
+    def _full(self, size: int) -> bool:
+        """Whether an item of `size` bytes finds no room (one always fits in an otherwise empty queue)."""
+        if len(self._items) >= self._max_pending:
+            return True
+        over = self._max_bytes is not None and self._bytes + size > self._max_bytes
+        return over and self._bytes > 0
+
+    def _full_reason(self) -> str:
+        if len(self._items) >= self._max_pending:
+            return f"{self._max_pending} traces waiting (queue full)"
+        return f"{self._bytes} bytes of traces waiting (queue full)"
 
     def stats(self) -> ExportStats:
         """A snapshot of the counters."""
@@ -104,6 +134,7 @@ class TraceQueue(Generic[T]):
                 dropped=self._dropped,
                 failed_batches=self._failed_batches,
                 last_error=self._last_error,
+                pending_bytes=self._bytes,
             )
 
     def flush(self, terminate: bool = False) -> None:
@@ -126,6 +157,7 @@ class TraceQueue(Generic[T]):
                 self._stopping = True
                 if self._items:
                     self._drop(len(self._items), f"exiting while the store fails: {self._last_error}")
+                    self._bytes -= sum(entry.size for entry in self._items)
                     self._items.clear()
                 self._warn_drops(force=True)
                 self._cond.notify_all()
@@ -136,17 +168,23 @@ class TraceQueue(Generic[T]):
             self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                batch = self._next_batch()
-                if batch is None:
-                    return
-            try:
-                failed = self._write([entry.item for entry in batch])
-            except Exception as exc:  # the thread must survive a failed batch
-                failed = dict.fromkeys(range(len(batch)), f"{type(exc).__name__}: {exc}")
-            with self._cond:
-                self._settle(batch, failed)
+        while self._write_next():
+            pass
+
+    def _write_next(self) -> bool:
+        """Write one batch; False when stopping. Its own frame: a written batch is not kept alive
+        (by a loop's local variable) while the thread waits for the next one."""
+        with self._cond:
+            batch = self._next_batch()
+            if batch is None:
+                return False
+        try:
+            failed = self._write([entry.item for entry in batch])
+        except Exception as exc:  # the thread must survive a failed batch
+            failed = dict.fromkeys(range(len(batch)), f"{type(exc).__name__}: {exc}")
+        with self._cond:
+            self._settle(batch, failed)
+        return True
 
     def _next_batch(self) -> list[_Entry[T]] | None:
         """Wait for work (and for the backoff to pass); None when stopping with nothing left."""
@@ -165,6 +203,7 @@ class TraceQueue(Generic[T]):
     def _settle(self, batch: list[_Entry[T]], failed: dict[int, str]) -> None:
         self._in_flight = 0
         self._stored += len(batch) - len(failed)
+        self._bytes -= sum(entry.size for i, entry in enumerate(batch) if i not in failed)
         if not failed:
             self._healthy, self._delay = True, 0.0
         else:
@@ -177,6 +216,7 @@ class TraceQueue(Generic[T]):
                 entry = batch[index]
                 entry.attempts += 1
                 if entry.attempts >= self._max_attempts:
+                    self._bytes -= entry.size
                     self._drop(1, f"still failing after {entry.attempts} attempts: {failed[index]}")
                 else:
                     self._retried += 1
