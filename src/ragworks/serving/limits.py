@@ -226,7 +226,8 @@ def _too_large(limit: int) -> ErrorInfo:
 def _slow_body(seconds: float) -> ErrorInfo:
     message = (
         f"The request body did not arrive within {seconds:g} s of its headers, so the server stopped "
-        "waiting. Send the whole body at once (check Content-Length), or start the server with a larger --body-timeout."
+        "waiting. Send the whole body at once (check Content-Length), or start the server with a "
+        "larger --body-timeout."
     )
     # OpenAI's shape, typed as the client's error: the server was ready, the body was not.
     return ErrorInfo(status=408, message=message, code="body_timeout", type="invalid_request_error")
