@@ -11,6 +11,11 @@ one hand-off.
 The worker runs in a copy of the caller's context, so MLflow's active span and the request deadline
 are the caller's. When the caller stops reading (a client that left), the next text piece or update
 stops the run.
+
+The workers are threads of `_StreamThreads`: a run takes an idle one or starts one (at most
+`MAX_WORKERS`), and one idle for `IDLE_EXIT_S` exits. A burst of streams at once (say, abandoned
+streams still finishing beside their replacements) thus leaves no threads behind, where a
+`ThreadPoolExecutor` would keep every thread it ever started for the life of the process.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -30,8 +35,52 @@ TEXT_SINK = "ragworks_text_sink"
 
 MAX_WORKERS = 256
 """Streams running at once per process; threads start only when none is idle, and are reused."""
+IDLE_EXIT_S = 0.5
+"""Seconds a worker waits for another run before it exits (starting one again costs about 0.1 ms)."""
 
-_POOL = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="ragworks-stream")
+
+class _StreamThreads:
+    """Reused daemon threads for graph runs, started on demand, leaving when idle (module doc)."""
+
+    def __init__(self, *, max_threads: int, idle_exit_s: float, name: str) -> None:
+        self._max, self._idle_exit_s, self._name = max_threads, idle_exit_s, name
+        self._cond = threading.Condition()
+        self._runs: deque[Callable[[], None]] = deque()
+        self._threads = self._idle = self._started = 0
+
+    def submit(self, run: Callable[[], None]) -> None:
+        """Run `run()` on an idle worker, or a new one while fewer than `max_threads` run."""
+        with self._cond:
+            self._runs.append(run)
+            if self._idle >= len(self._runs):
+                self._cond.notify()
+                return
+            if self._threads < self._max:
+                self._threads += 1
+                self._started += 1
+                name = f"{self._name}_{self._started}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if not self._runs:
+                    self._idle += 1
+                    self._cond.wait_for(lambda: bool(self._runs), self._idle_exit_s)
+                    self._idle -= 1
+                if not self._runs:  # idle for the whole wait: leave
+                    self._threads -= 1
+                    return
+                run = self._runs.popleft()
+            try:
+                run()  # does not raise: `stream_with_text`'s run hands its errors to the reader
+            except BaseException:
+                with self._cond:
+                    self._threads -= 1
+                raise
+
+
+_POOL = _StreamThreads(max_threads=MAX_WORKERS, idle_exit_s=IDLE_EXIT_S, name="ragworks-stream")
 _END = object()
 
 Piece = tuple[Literal["text", "updates"], Any]
@@ -76,7 +125,8 @@ def stream_with_text(
             return
         pieces.put(_END)
 
-    _POOL.submit(contextvars.copy_context().run, run)
+    context = contextvars.copy_context()
+    _POOL.submit(lambda: context.run(run))
     try:
         while (piece := pieces.get()) is not _END:
             if isinstance(piece, BaseException):
