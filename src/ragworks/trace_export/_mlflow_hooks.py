@@ -66,6 +66,19 @@ def workspace_context(workspace: str) -> AbstractContextManager[object]:
     return context
 
 
+def current_experiment_id() -> str | None:
+    """The experiment new traces go to, as MLflow resolves it; None where this MLflow hides how."""
+    try:
+        from mlflow.tracking.fluent import _get_experiment_id
+    except ImportError:  # MLflow then resolves the experiment per trace, as it does by default
+        logger.warning(
+            "MLflow %s has no _get_experiment_id: each trace resolves its experiment.", mlflow.__version__
+        )
+        return None
+    experiment_id: str | None = _get_experiment_id()
+    return experiment_id
+
+
 MISSING: tuple[str, ...] = _find_missing()
 """MLflow internals this module needs but cannot find; empty on every supported MLflow."""
 _fallback_logged = threading.Event()

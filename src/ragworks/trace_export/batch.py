@@ -242,12 +242,11 @@ def setup_server_tracing() -> BatchTraceExporter | None:
     (seconds of CPU) do not land on the first requests.
     """
     from mlflow.environment_variables import MLFLOW_TRACE_SAMPLING_RATIO
-    from mlflow.tracking.fluent import _get_experiment_id
 
     if MLFLOW_TRACE_SAMPLING_RATIO.get() == 0:
         return None  # nothing will be traced
     check_tracking_store(mlflow.get_tracking_uri())
-    experiment_id = _get_experiment_id()
+    experiment_id = _mlflow_hooks.current_experiment_id()
     if experiment_id:
         mlflow.set_experiment(experiment_id=experiment_id)
     exporter = install_batch_export()
