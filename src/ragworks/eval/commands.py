@@ -96,7 +96,11 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `eval` command to the ragworks CLI."""
+    """Add the `eval` group to the ragworks CLI: `eval SUITE ...` (alias `eval run`) and its subcommands."""
     from ragworks.cli_errors import handle_errors
+    from ragworks.eval._cli_group import make_eval_app
 
-    app.command(name="eval")(handle_errors(eval_command))
+    eval_app = make_eval_app()
+    # One line per subcommand; a first argument naming none of them goes to `run`.
+    eval_app.command(name="run")(handle_errors(eval_command))
+    app.add_typer(eval_app, name="eval")
