@@ -44,6 +44,7 @@ from ragworks.serving._served import ServedAgent
 from ragworks.serving.auth import BearerAuthMiddleware
 from ragworks.serving.errors import handle_error, install_error_handlers
 from ragworks.serving.limits import LimitsMiddleware, ServingLimits
+from ragworks.serving.metrics import install_metrics
 from ragworks.trace_export.batch import setup_server_tracing
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def build_app(
     app.add_middleware(LimitsMiddleware, limits=limits)
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token)
+    install_metrics(app)  # outermost: /metrics, request ids on every answer, refusals counted too
     app.router.add_event_handler("shutdown", runtime.runner.close)
     return app
 

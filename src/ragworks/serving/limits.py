@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ragworks.errors import ConfigError
 from ragworks.serving.errors import ErrorInfo, error_info, send_error
 
-UNLIMITED_PATHS = frozenset({"/health"})
-"""Health checks must answer even when the server is full."""
+UNLIMITED_PATHS = frozenset({"/health", "/metrics"})
+"""Health checks and metrics scrapes must answer even when the server is full."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
