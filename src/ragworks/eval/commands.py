@@ -99,8 +99,10 @@ def register(app: typer.Typer) -> None:
     """Add the `eval` group to the ragworks CLI: `eval SUITE ...` (alias `eval run`) and its subcommands."""
     from ragworks.cli_errors import handle_errors
     from ragworks.eval._cli_group import make_eval_app
+    from ragworks.eval.calibrate_commands import calibrate_command
 
     eval_app = make_eval_app()
     # One line per subcommand; a first argument naming none of them goes to `run`.
     eval_app.command(name="run")(handle_errors(eval_command))
+    eval_app.command(name="calibrate")(handle_errors(calibrate_command))
     app.add_typer(eval_app, name="eval")
