@@ -25,13 +25,12 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from importlib.resources import files
 from typing import Any, TypeVar
 
 import anyio.to_thread
 import mlflow
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from mlflow.pyfunc import ResponsesAgent
 
 from ragworks.agents.loading import load_agent
@@ -39,6 +38,8 @@ from ragworks.config import env_flag, get_settings
 from ragworks.serving import _openapi, openai_compat
 from ragworks.serving._bridge import AgentRunner
 from ragworks.serving._dispatch import Call, Runtime, answer, responses_body, responses_stream
+from ragworks.serving._info import INFO_KEY, describe_agent
+from ragworks.serving._page import add_chat_page
 from ragworks.serving._requests import parse_chat, parse_responses
 from ragworks.serving._served import ServedAgent
 from ragworks.serving.auth import BearerAuthMiddleware
@@ -140,11 +141,13 @@ def _add_info_routes(app: FastAPI, runtime: Runtime) -> None:
         "mlflow_version": mlflow.__version__,
         "agent_api": "responses",
     }
-    page = files("ragworks.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+    agent = getattr(runtime.runner.agent, "agent", runtime.runner.agent)  # inside ServedAgent
+    conversations = getattr(runtime, "state", None) is not None
+    about = describe_agent(agent, name=runtime.model_name, conversations=conversations)
 
-    @app.get("/agent/info", summary="What AgentServer reports about the agent")
-    async def agent_info() -> dict[str, str]:
-        return info
+    @app.get("/agent/info", summary="What AgentServer reports about the agent, and ragworks' own facts")
+    async def agent_info() -> dict[str, Any]:
+        return {**info, INFO_KEY: about}
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:
@@ -154,9 +157,7 @@ def _add_info_routes(app: FastAPI, runtime: Runtime) -> None:
     async def list_models() -> dict[str, Any]:
         return openai_compat.models(runtime.model_name)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def chat_page() -> HTMLResponse:
-        return HTMLResponse(page)
+    add_chat_page(app)
 
 
 def _guarded(route: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Any]]:

@@ -1,7 +1,7 @@
 """Bearer-token auth: when a token is configured, every route but `/health` and the chat page needs it.
 
-The chat page (`GET /`) is a static file with no data in it; it must load so the user can type the token,
-which the page then sends with every API call.
+The chat page (`GET /`, its scripts and its style) is static, with no data in it; it must load so the user
+can type the token, which the page then sends with every API call.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ragworks.serving._page import PAGE_PATHS
 from ragworks.serving.errors import error_info, send_error
 
-PUBLIC_PATHS = frozenset({"/health", "/"})
+PUBLIC_PATHS = frozenset({"/health", *PAGE_PATHS})
 
 
 class BearerAuthMiddleware:
