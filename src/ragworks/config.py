@@ -82,6 +82,13 @@ class ModelOptions(_Strict):
     """Further attempts after a 429, 5xx, timeout or lost connection, while the request has time left."""
 
 
+class TrackingConfig(_Strict):
+    """Where the agent's traces go when it is served (`ragworks serve`) or chatted with (`ragworks chat`)."""
+
+    experiment: str | None = None
+    """The MLflow experiment for its traces (created when missing); `--experiment` overrides it."""
+
+
 class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
 
@@ -103,6 +110,7 @@ class AgentConfig(_Strict):
     max_steps: int = Field(default=6, ge=1, le=50)
     """Tool-calling agents stop after this many model calls."""
     name: str = "ragworks-agent"
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("llm")
     @classmethod
