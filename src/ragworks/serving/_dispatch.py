@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_TAG = "ragworks.request_id"
 """The trace tag holding the request id (the `x-request-id` header the client sent, or a fresh one)."""
+RESPONSE_ID_TAG = "ragworks.response_id"
+"""The trace tag holding the Responses id the answer was served with (what feedback names)."""
 DONE = "data: [DONE]\n\n"
 
 
@@ -49,6 +51,8 @@ class Call:
     request_id: str
     return_trace_id: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    response_id: str = field(default_factory=lambda: new_response_id())
+    """Chosen before the agent runs, so the trace can carry it (the `RESPONSE_ID_TAG` tag)."""
 
 
 def _set_request_headers(headers: dict[str, str]) -> None:
@@ -70,7 +74,7 @@ def trace_scope(call: Call, request: ResponsesAgentRequest) -> Iterator[None]:
         yield
         return
     with scope(
-        tags={REQUEST_ID_TAG: call.request_id},
+        tags={REQUEST_ID_TAG: call.request_id, RESPONSE_ID_TAG: call.response_id},
         session_id=context.conversation_id if context else None,
         user=context.user_id if context else None,
     ):
@@ -88,7 +92,7 @@ async def answer(runtime: Runtime, request: ResponsesAgentRequest, call: Call) -
 def responses_body(runtime: Runtime, response: ServedResponse, call: Call) -> dict[str, Any]:
     """The JSON answer of /responses and /invocations: AgentServer's shape, defaults filled in."""
     body = response.model_dump(exclude_none=True)
-    body.setdefault("id", new_response_id())
+    body.setdefault("id", call.response_id)
     body.setdefault("model", runtime.model_name)
     body.setdefault("status", "completed")
     body.setdefault("created_at", time.time())
@@ -117,7 +121,7 @@ async def responses_stream(
 ) -> AsyncIterator[str]:
     """A Responses event stream: created, the agent's events, completed (or error), then [DONE]."""
     head = {
-        "id": new_response_id(),
+        "id": call.response_id,
         "object": "response",
         "model": runtime.model_name,
         "created_at": time.time(),
