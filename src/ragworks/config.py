@@ -89,6 +89,17 @@ class TrackingConfig(_Strict):
     """The MLflow experiment for its traces (created when missing); `--experiment` overrides it."""
 
 
+class ServingConfig(_Strict):
+    """What the server keeps between requests: conversations (see `ragworks.serving.state`)."""
+
+    state: str = "auto"
+    """`auto` (SQLite beside the tracking store), a SQLite file path, `postgresql://...`, or `off`."""
+    max_age_days: float = Field(default=30.0, gt=0)
+    """Stored responses older than this are forgotten (`previous_response_id` then gets a 400)."""
+    max_responses: int = Field(default=100_000, ge=1)
+    """The oldest stored responses beyond this many are forgotten."""
+
+
 class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
 
@@ -111,6 +122,7 @@ class AgentConfig(_Strict):
     """Tool-calling agents stop after this many model calls."""
     name: str = "ragworks-agent"
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @field_validator("llm")
     @classmethod
