@@ -61,14 +61,28 @@ def chat(
     trace: Annotated[
         bool, typer.Option("--trace/--no-trace", help="Record each turn as an MLflow trace.")
     ] = False,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment",
+            help="MLflow experiment for the traces, created if missing (implies --trace) [default: the "
+            "config's tracking.experiment].",
+        ),
+    ] = None,
 ) -> None:
     """Ask the agent; the answer streams, then the sources it cites.
 
     Example: ragworks chat "How does hybrid search work?" --index ./index
     """
     agent = cli_agent(config, index)
+    trace = trace or experiment is not None
     if trace:
         use_tracking_store()
+        name = experiment or (agent.config.tracking.experiment if agent.config else None)
+        if name:
+            from ragworks.trace_export.experiment import use_experiment
+
+            use_experiment(name)
     if question is not None:
         traced(trace, lambda: ask(agent, [user_message(question)], echo_raw))
     else:

@@ -15,6 +15,7 @@ autolog then traces the same LangChain calls, and doing both would duplicate eve
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -146,6 +147,22 @@ def annotate_trace(
     if mlflow.get_current_active_span() is None:
         return
     try:
-        mlflow.update_current_trace(tags=tags or None, session_id=session_id, user=user_id)
+        mlflow.update_current_trace(
+            tags=tags or None, session_id=session_id, user=user_id, client_request_id=_served_request_id()
+        )
     except Exception as exc:  # tracing must never break a request
         logger.debug("Could not annotate the trace: %s", exc)
+
+
+def _served_request_id() -> str | None:
+    """The `x-request-id` of the HTTP request being served (the trace's `client_request_id`), if any.
+
+    Read through MLflow's `get_request_headers()`, which the server sets per request; that module is
+    imported only by servers, so elsewhere (eval, the CLI) there is no request and nothing to import.
+    """
+    server = sys.modules.get("mlflow.genai.agent_server")
+    get_headers = getattr(server, "get_request_headers", None)
+    if get_headers is None:
+        return None
+    request_id = get_headers().get("x-request-id")
+    return request_id if isinstance(request_id, str) and request_id else None

@@ -209,6 +209,8 @@ class ServeSpec:
     config: str | None = None
     model_uri: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    experiment: str | None = None
+    """The MLflow experiment for the traces (`--experiment`, or the config's `tracking.experiment`)."""
 
     def to_json(self) -> str:
         """Serialise for the environment."""
@@ -225,7 +227,7 @@ def create_app() -> FastAPI:
     """The uvicorn factory `ragworks.serving.app:create_app`: reads the spec `ragworks serve` left in env."""
     spec = spec_from_env()
     agent = load_agent(config=spec.config, model_uri=spec.model_uri)
-    setup_server_tracing()  # this worker's traces: stored in batches, none dropped
+    setup_server_tracing(experiment=spec.experiment)  # this worker's traces: batched, none dropped
     return build_app(agent, limits=ServingLimits(**spec.limits))
 
 

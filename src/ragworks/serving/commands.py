@@ -70,6 +70,14 @@ def serve(
         int, typer.Option("--max-input-chars", min=1, help="Longest conversation, in characters.")
     ] = 100_000,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment",
+            help="MLflow experiment for the traces, created if missing [default: the config's "
+            "tracking.experiment, else MLflow's active one].",
+        ),
+    ] = None,
 ) -> None:
     """Serve an agent: OpenAI Responses and chat completions, MLflow's /invocations, and a chat page at /.
 
@@ -90,10 +98,15 @@ def serve(
         max_input_chars=max_input_chars,
         agent_threads=threads,
     )
+    if experiment is None and config is not None:
+        from ragworks.config import AgentConfig
+
+        experiment = AgentConfig.from_yaml(config).tracking.experiment
     spec = ServeSpec(
         config=str(config.resolve()) if config else None,
         model_uri=model_uri,
         limits={name: getattr(limits, name) for name in limits.__dataclass_fields__},
+        experiment=experiment,
     )
     check_port(host, port)  # a busy port is one line and exit 1, before anything says it is serving
     where = f"model {model_uri}" if model_uri else f"config {config}" if config else "the default config"

@@ -19,6 +19,7 @@ from ragworks.errors import ConfigError
 from ragworks.serving._header_deadline import FOR_WORKERS, http_protocol
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app
 from ragworks.serving.limits import ServingLimits
+from ragworks.serving.metrics import prepare_multiprocess_dir
 from ragworks.trace_export.batch import prepare_tracking_store, setup_server_tracing
 
 FACTORY = "ragworks.serving.app:create_app"
@@ -37,7 +38,9 @@ def run_server(
     if workers > 1:
         check_port(host, port)
         os.environ[SPEC_ENV] = spec.to_json()  # uvicorn's worker processes inherit it
-        prepare_tracking_store()  # once, here: the workers would race to create a new database
+        prepare_multiprocess_dir()  # every worker's /metrics then answers the sum over all of them
+        # Once, here: the workers would race to create a new database (and the experiment).
+        prepare_tracking_store(experiment=spec.experiment)
         uvicorn.run(
             FACTORY,
             factory=True,
@@ -51,7 +54,7 @@ def run_server(
         return
     with bind_port(host, port) as sock:  # held from here: nothing can take the port while the agent loads
         agent = load_agent(config=spec.config, model_uri=spec.model_uri)
-        setup_server_tracing()
+        setup_server_tracing(experiment=spec.experiment)
         app = build_app(agent, limits=limits)
         config = uvicorn.Config(
             app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **connection_options

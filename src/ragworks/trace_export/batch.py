@@ -39,6 +39,7 @@ from mlflow.tracing.utils import maybe_get_request_id
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 
 from ragworks.trace_export import _mlflow_hooks
+from ragworks.trace_export.experiment import use_experiment
 from ragworks.trace_export.retry_queue import ExportStats, TraceQueue
 from ragworks.trace_export.store_check import DATABASE_SCHEMES, check_tracking_store, scheme
 from ragworks.trace_export.writer import StoreReport, store_traces
@@ -233,19 +234,25 @@ def batched_export(*, capture: bool = False) -> Iterator[BatchTraceExporter | No
         exporter.close()
 
 
-def setup_server_tracing() -> BatchTraceExporter | None:
+def setup_server_tracing(*, experiment: str | None = None) -> BatchTraceExporter | None:
     """A server process's tracing: the store checked, the experiment pinned, batch export, the writer.
 
     Raises `ConfigError` (one line, in seconds) when the tracking store cannot be reached or written.
+    `experiment` (created when missing) receives the traces; else MLflow's active experiment does.
     MLflow resolves the experiment of every new trace anew (about 0.4 ms each); a server's
     experiment cannot change, so it is pinned here. The writer process starts now, so its imports
     (seconds of CPU) do not land on the first requests.
     """
     from mlflow.environment_variables import MLFLOW_TRACE_SAMPLING_RATIO
 
-    if MLFLOW_TRACE_SAMPLING_RATIO.get() == 0:
+    traced = MLFLOW_TRACE_SAMPLING_RATIO.get() != 0
+    if not traced and experiment is None:
         return None  # nothing will be traced
     check_tracking_store(mlflow.get_tracking_uri())
+    if experiment is not None:
+        use_experiment(experiment)
+    if not traced:
+        return None
     experiment_id = _mlflow_hooks.current_experiment_id()
     if experiment_id:
         mlflow.set_experiment(experiment_id=experiment_id)
@@ -260,9 +267,10 @@ def setup_server_tracing() -> BatchTraceExporter | None:
     return exporter
 
 
-def prepare_tracking_store() -> None:
+def prepare_tracking_store(*, experiment: str | None = None) -> None:
     """Check the tracking store and create (or migrate) a new database now, before workers start.
 
+    `experiment` is created now too, once, rather than by every worker at the same moment.
     Raises `ConfigError` when it cannot be reached or written (see `check_tracking_store`).
     """
     from mlflow.environment_variables import MLFLOW_TRACE_SAMPLING_RATIO
@@ -272,3 +280,5 @@ def prepare_tracking_store() -> None:
         return
     check_tracking_store(uri)
     mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates or migrates
+    if experiment is not None:
+        use_experiment(experiment)
