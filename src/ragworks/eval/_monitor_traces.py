@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -99,8 +99,3 @@ def read_since(
         token = page.token
         if not token:
             return
-
-
-def scored_tag(before: set[str], ran: Sequence[str]) -> str:
-    """The new value of the trace's SCORED_TAG: what it had plus the scorers just run, sorted."""
-    return ",".join(sorted(before | set(ran)))

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import math
 import re
@@ -58,10 +59,11 @@ def parse_interval(text: str, *, option: str = "--every") -> float:
     return seconds
 
 
-def check_sample(rate: float) -> float:
-    """The sample rate, refused unless it is in (0, 1]."""
-    if not (isinstance(rate, (int, float)) and 0 < rate <= 1 and math.isfinite(rate)):
-        raise ConfigError(f"--sample {rate!r}: give the share of traces to score, in (0, 1], e.g. 0.1.")
+def check_sample(rate: float, *, shown: str | None = None) -> float:
+    """The sample rate, refused unless it is in (0, 1] (`shown`: the text it was parsed from)."""
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 < rate <= 1):
+        given = shown if shown is not None else str(rate)
+        raise ConfigError(f"--sample {given}: give the share of traces to score, in (0, 1], e.g. 0.1.")
     return float(rate)
 
 
@@ -71,7 +73,7 @@ def parse_sample(text: str) -> float:
         rate = float(text)
     except ValueError:
         rate = float("nan")
-    return check_sample(rate)
+    return check_sample(rate, shown=text)
 
 
 def check_scorer_names(names: Sequence[str]) -> list[str]:
@@ -154,6 +156,16 @@ class _Tally:
         return out
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Scored:
+    """One trace's new feedbacks, the scorers it had before, and the scorers just run on it."""
+
+    trace_id: str
+    feedbacks: list[Feedback]
+    before: set[str]
+    ran: set[str]
+
+
 class Monitor:
     """Scores an experiment's sampled production traces, one window per `run_window()` call.
 
@@ -216,9 +228,9 @@ class Monitor:
         counts = {"read": 0, "sampled": 0, "already": 0, "not_ok": 0, "scored": 0}
         todo, newest = self._select(counts)
         tally = _Tally()
-        for trace_id, feedbacks, done in self._score(todo):
-            self._store(trace_id, feedbacks, done)
-            for feedback in feedbacks:
+        for scored in self._score(todo):
+            self._store(scored)
+            for feedback in scored.feedbacks:
                 tally.add(feedback)
             counts["scored"] += 1
         result = WindowResult(
@@ -257,29 +269,31 @@ class Monitor:
                     break  # the rest waits for the next window: the watermark stops here
         return todo, newest
 
-    def _score(self, todo: list[tuple[str, set[str]]]) -> Iterator[tuple[str, list[Feedback], set[str]]]:
-        """Each trace's feedbacks from the scorers it has not had, scored `concurrency` at once."""
+    def _score(self, todo: list[tuple[str, set[str]]]) -> Iterator[_Scored]:
+        """Each trace's feedbacks from the scorers it has not had, `concurrency` traces at once."""
 
-        def one(item: tuple[str, set[str]]) -> tuple[str, list[Feedback], set[str]]:
-            trace_id, done = item
+        def one(item: tuple[str, set[str]]) -> _Scored:
+            trace_id, before = item
             trace = self.client.get_trace(trace_id)
-            scorers = [s for s in self.scorers if s.name not in done]
+            scorers = [s for s in self.scorers if s.name not in before]
             feedbacks = [f for s in scorers for f in _run_scorer(s, trace)]
-            return trace_id, feedbacks, done | {s.name for s in scorers}
+            ran = {s.name for s in scorers}
+            return _Scored(trace_id=trace_id, feedbacks=feedbacks, before=before, ran=ran)
 
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo))) as pool:
             yield from pool.map(one, todo)
 
-    def _store(self, trace_id: str, feedbacks: list[Feedback], done: set[str]) -> None:
-        """Log the feedbacks on the trace, then tag it with the scorers run (the marks of done work)."""
+    def _store(self, scored: _Scored) -> None:
+        """Log the feedbacks on the trace (they mark their scorers done); a scorer that graded
+        nothing is marked in the trace's tag instead, so it does not run again."""
         import mlflow
 
         try:
-            for fb in feedbacks:
+            for fb in scored.feedbacks:
                 mlflow.log_feedback(
-                    trace_id=trace_id,
+                    trace_id=scored.trace_id,
                     name=fb.name,
                     value=None if fb.error is not None else fb.value,
                     source=fb.source,
@@ -287,9 +301,12 @@ class Monitor:
                     rationale=fb.rationale,
                     metadata={**(fb.metadata or {}), T.MONITOR_KEY: self.run.run_id},
                 )
-            self.client.set_trace_tag(trace_id, T.SCORED_TAG, T.scored_tag(done, []))
+            if scored.ran - {fb.name for fb in scored.feedbacks}:
+                done = ",".join(sorted(scored.before | scored.ran))
+                self.client.set_trace_tag(scored.trace_id, T.SCORED_TAG, done)
         except Exception as exc:
-            raise EvalError(f"Could not store the monitor's assessments on trace {trace_id}: {exc}") from exc
+            where = f"trace {scored.trace_id}"
+            raise EvalError(f"Could not store the monitor's assessments on {where}: {exc}") from exc
 
     def close(self, *, status: str = "FINISHED") -> None:
         """End the monitor run (a later monitor reopens it and carries on from its watermark)."""
@@ -301,8 +318,11 @@ def _run_scorer(scorer: Scorer, trace: Trace) -> list[Feedback]:
     from mlflow.entities import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
 
     inputs, outputs = T.inputs_outputs(trace)
+    given = {"inputs": inputs, "outputs": outputs, "expectations": T.expectations_of(trace), "trace": trace}
     try:
-        got: Any = scorer(inputs=inputs, outputs=outputs, expectations=T.expectations_of(trace), trace=trace)
+        # A scorer takes only the arguments its function names (as MLflow's harness passes them).
+        accepted = inspect.signature(scorer.__call__).parameters
+        got: Any = scorer(**{k: v for k, v in given.items() if k in accepted})
     except Exception as exc:  # one trace's failure is an error on it, never the end of the window
         error = AssessmentError(error_code="SCORER_ERROR", error_message=f"{type(exc).__name__}: {exc}")
         source = AssessmentSource(source_type=AssessmentSourceType.CODE, source_id="ragworks.monitor")
