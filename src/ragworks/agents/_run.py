@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Durability
 
 from ragworks.agents._messages import message_text
 from ragworks.agents._streaming import sum_usage
@@ -147,15 +148,22 @@ def run_graph(
     *,
     config: RunnableConfig | None = None,
     stream: bool = True,
+    inputs: dict[str, Any] | None = None,
+    durability: Durability | None = None,
 ) -> Iterator[AgentEvent]:
-    """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`."""
+    """Run `graph` on a conversation and yield its events; the last one is the final `TextDone`.
+
+    `inputs` replaces the graph input `{"messages": messages}` (a turn of a checkpointed thread), and
+    `durability` is LangGraph's, for graphs compiled with a checkpointer.
+    """
     run = _Run()
-    inputs = {"messages": messages}
+    inputs = inputs if inputs is not None else {"messages": messages}
     pieces: Iterator[Piece]
     if stream:
-        pieces = stream_with_text(graph, inputs, config)
+        pieces = stream_with_text(graph, inputs, config, durability=durability)
     else:
-        pieces = (("updates", u) for u in graph.stream(inputs, config, stream_mode="updates"))
+        updates = graph.stream(inputs, config, stream_mode="updates", durability=durability)
+        pieces = (("updates", u) for u in updates)
     for kind, payload in pieces:
         if kind == "text":
             delta = run.delta(payload)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Durability
 
 TEXT_SINK = "ragworks_text_sink"
 """`configurable` key: a `Callable[[str], None]` that answer nodes stream their model's text into."""
@@ -98,7 +99,11 @@ def text_sink(config: RunnableConfig | None) -> Callable[[str], None] | None:
 
 
 def stream_with_text(
-    graph: CompiledStateGraph, inputs: dict[str, Any], config: RunnableConfig | None = None
+    graph: CompiledStateGraph,
+    inputs: dict[str, Any],
+    config: RunnableConfig | None = None,
+    *,
+    durability: Durability | None = None,
 ) -> Iterator[Piece]:
     """Run `graph` on a worker thread; yield its answer text pieces and node updates as they happen.
 
@@ -114,7 +119,9 @@ def stream_with_text(
 
     def run() -> None:
         try:
-            for update in graph.stream(inputs, _with_sink(config, sink), stream_mode="updates"):
+            for update in graph.stream(
+                inputs, _with_sink(config, sink), stream_mode="updates", durability=durability
+            ):
                 if left.is_set():
                     return
                 pieces.put(("updates", update))

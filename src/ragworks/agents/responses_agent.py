@@ -21,13 +21,16 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
 
 from ragworks.agents._messages import responses_items_to_messages
 from ragworks.agents._run import AgentEvent, TextDelta, TextDone, ToolCallEvent, ToolResultEvent, run_graph
+from ragworks.agents._thread import Thread, run_config, thread_of, turn_inputs
 from ragworks.agents.tracing import AGENT_TAG, CONFIG_TAG, annotate_trace
 from ragworks.config import AgentConfig
 
@@ -68,6 +71,17 @@ class RagResponsesAgent(ResponsesAgent):
     def __init__(self, graph: CompiledStateGraph, *, config: AgentConfig | None = None) -> None:
         self.graph = graph
         self.config = config
+        self.stateful_graph: CompiledStateGraph | None = None
+        """The same graph compiled with a checkpointer (see `with_checkpointer`); None: no state kept."""
+
+    def with_checkpointer(self, checkpointer: BaseCheckpointSaver[Any]) -> RagResponsesAgent:
+        """This agent, also able to run requests that name a conversation thread (`agents._thread`).
+
+        Requests without a thread still run the graph compiled without a checkpointer, unchanged.
+        """
+        agent = RagResponsesAgent(self.graph, config=self.config)
+        agent.stateful_graph = self.graph.copy(update={"checkpointer": checkpointer})
+        return agent
 
     @staticmethod
     def responses_agent_output_reducer(
@@ -93,8 +107,30 @@ class RagResponsesAgent(ResponsesAgent):
     ) -> Iterator[ResponsesAgentStreamEvent]:
         self._annotate(request)
         items = [i if isinstance(i, dict) else i.model_dump(exclude_none=True) for i in request.input]
-        for event in run_graph(self.graph, responses_items_to_messages(items), stream=stream):
+        messages = responses_items_to_messages(items)
+        thread = thread_of(request.custom_inputs) if self.stateful_graph is not None else None
+        if thread is None:
+            events = run_graph(self.graph, messages, stream=stream)
+        else:
+            events = self._thread_events(thread, messages, stream=stream)
+        for event in events:
             yield ResponsesAgentStreamEvent(**self._to_stream_event(event))
+
+    def _thread_events(
+        self, thread: Thread, messages: list[BaseMessage], *, stream: bool
+    ) -> Iterator[AgentEvent]:
+        """A run on a conversation thread: checkpointed, or (not kept) on its earlier turns read back."""
+        graph = self.stateful_graph
+        assert graph is not None
+        if thread.keep:
+            inputs = turn_inputs(thread, messages)
+            config = run_config(thread)
+            # "exit": one checkpoint write per turn, not one per node
+            return run_graph(graph, messages, config=config, stream=stream, inputs=inputs, durability="exit")
+        earlier: list[BaseMessage] = []
+        if thread.checkpoint_id:
+            earlier = list(graph.get_state(run_config(thread)).values.get("messages", []))
+        return run_graph(self.graph, [*earlier, *messages], stream=stream)
 
     def _annotate(self, request: ResponsesAgentRequest) -> None:
         context = request.context

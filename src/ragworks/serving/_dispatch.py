@@ -9,6 +9,7 @@ client sent `x-mlflow-return-trace-id: true`, then `data: [DONE]`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -21,10 +22,12 @@ import mlflow
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 from pydantic import BaseModel
 
+from ragworks.serving import conversations
 from ragworks.serving._bridge import AgentRunner
 from ragworks.serving._served import ServedResponse, TraceEnd
 from ragworks.serving.errors import ErrorInfo, classify, log_failure
 from ragworks.serving.limits import ServingLimits
+from ragworks.serving.state import ConversationStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class Runtime:
     runner: AgentRunner
     limits: ServingLimits
     model_name: str
+    state: ConversationStore | None = None
+    """The conversation store (`serving.state`); None: every request carries its whole conversation."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,11 +86,20 @@ def trace_scope(call: Call, request: ResponsesAgentRequest) -> Iterator[None]:
         yield
 
 
-async def answer(runtime: Runtime, request: ResponsesAgentRequest, call: Call) -> ServedResponse:
-    """Run the agent once; errors propagate to the app's one handler."""
+async def answer(
+    runtime: Runtime, request: ResponsesAgentRequest, call: Call, *, previous_response_id: str | None = None
+) -> ServedResponse:
+    """Run the agent once (in its conversation, if any: `conversations`); errors go to the one handler."""
+    request, turn = await conversations.begin(
+        runtime.state, request, response_id=call.response_id, previous=previous_response_id
+    )
     with trace_scope(call, request):
         response = await runtime.runner.predict(request, timeout=runtime.limits.timeout_s)
     assert isinstance(response, ServedResponse)  # the runner drives a ServedAgent
+    if turn is not None:
+        response = response.model_copy(update=conversations.response_fields(turn, response.metadata))
+        body = responses_body(runtime, response, dataclasses.replace(call, return_trace_id=False))
+        await conversations.finish_async(runtime.state, turn, body, response.trace_id)
     return response
 
 
@@ -117,15 +131,29 @@ async def agent_events(runtime: Runtime, request: ResponsesAgentRequest, call: C
 
 
 async def responses_stream(
-    runtime: Runtime, request: ResponsesAgentRequest, call: Call
+    runtime: Runtime, request: ResponsesAgentRequest, call: Call, *, previous_response_id: str | None = None
 ) -> AsyncIterator[str]:
-    """A Responses event stream: created, the agent's events, completed (or error), then [DONE]."""
+    """A Responses event stream: created, the agent's events, completed (or error), then [DONE].
+
+    Awaited before the response starts, so an unknown `previous_response_id` is a plain 400.
+    """
+    request, turn = await conversations.begin(
+        runtime.state, request, response_id=call.response_id, previous=previous_response_id
+    )
+    return _responses_events(runtime, request, call, turn)
+
+
+async def _responses_events(
+    runtime: Runtime, request: ResponsesAgentRequest, call: Call, turn: conversations.Turn | None
+) -> AsyncIterator[str]:
     head = {
         "id": call.response_id,
         "object": "response",
         "model": runtime.model_name,
         "created_at": time.time(),
     }
+    if turn is not None:
+        head |= conversations.response_fields(turn, None)
     yield sse({"type": "response.created", "response": {**head, "status": "in_progress", "output": []}})
     items: list[Any] = []
     custom: dict[str, Any] = {}
@@ -148,6 +176,7 @@ async def responses_stream(
         done = {**head, "status": "completed", "output": items, "custom_outputs": custom or None}
         if usage:
             done["usage"] = responses_usage(usage)
+        await conversations.finish_async(runtime.state, turn, done, trace_id)
         yield sse({"type": "response.completed", "response": done, "custom_outputs": custom or None})
     if call.return_trace_id and trace_id:
         yield sse({"trace_id": trace_id})

@@ -29,6 +29,9 @@ class ResponsesRequestBody(ResponsesAgentRequest):
     input: str | list[Message | OutputItem]  # type: ignore[assignment]  # wider than MLflow's, on purpose
     instructions: str | None = Field(default=None, description="A system message put before the input.")
     stream: bool | None = Field(default=False, description="Answer as server-sent events.")
+    previous_response_id: str | None = Field(
+        default=None, description="A stored response whose conversation this request continues."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -150,6 +150,8 @@ class ParsedResponses:
 
     request: ResponsesAgentRequest
     stream: bool
+    previous_response_id: str | None = None
+    """OpenAI's field: the stored response whose conversation this request continues."""
 
 
 def parse_responses(raw: bytes, *, max_input_chars: int) -> ParsedResponses:
@@ -169,9 +171,12 @@ def parse_responses(raw: bytes, *, max_input_chars: int) -> ParsedResponses:
     instructions = data.pop("instructions", None)
     if isinstance(instructions, str) and instructions and isinstance(data["input"], list):
         data["input"] = [{"role": "system", "content": instructions}, *data["input"]]
+    previous = data.pop("previous_response_id", None)
+    if previous is not None and not (isinstance(previous, str) and previous):
+        raise bad_request(f"'previous_response_id' must be a response id string, got {_short(previous)}.")
     request = validate(ResponsesAgentRequest, data, example=EXAMPLE)
     check_input(data["input"], max_input_chars=max_input_chars)  # the parsed dicts: no re-serialising
-    return ParsedResponses(request=request, stream=stream)
+    return ParsedResponses(request=request, stream=stream, previous_response_id=previous)
 
 
 def check_input(items: list[Any], *, max_input_chars: int) -> None:
@@ -232,6 +237,9 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    metadata: dict[str, Any] | None = None
+    """OpenAI's metadata; `conversation_id` names the conversation (thread) the exchange is stored in."""
+    store: bool | None = None
 
 
 def parse_chat(raw: bytes, *, max_input_chars: int) -> tuple[ChatCompletionRequest, ResponsesAgentRequest]:
@@ -240,9 +248,13 @@ def parse_chat(raw: bytes, *, max_input_chars: int) -> tuple[ChatCompletionReque
     chat = validate(ChatCompletionRequest, data, example=CHAT_EXAMPLE)
     messages = [{"role": m.role, "content": _chat_text(m.content)} for m in chat.messages if m.role in _ROLES]
     check_input(messages, max_input_chars=max_input_chars)
-    context = {"conversation_id": None, "user_id": chat.user} if chat.user else None
+    named = (chat.metadata or {}).get("conversation_id")
+    conversation = named if isinstance(named, str) and named else None
+    context = {"conversation_id": conversation, "user_id": chat.user} if chat.user or conversation else None
+    # Chat clients resend the whole history, so a conversation is stored only when named or asked for.
+    store = bool(conversation) if chat.store is None else chat.store
     # Built from fields validated just above: plain strings, roles from a closed set.
-    request = ResponsesAgentRequest(input=messages, context=context)  # type: ignore[arg-type]
+    request = ResponsesAgentRequest(input=messages, context=context, store=store)  # type: ignore[arg-type]
     return chat, request
 
 

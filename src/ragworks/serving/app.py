@@ -43,9 +43,12 @@ from ragworks.serving._page import add_chat_page
 from ragworks.serving._requests import parse_chat, parse_responses
 from ragworks.serving._served import ServedAgent
 from ragworks.serving.auth import BearerAuthMiddleware
+from ragworks.serving.conversations import add_conversation_routes
+from ragworks.serving.conversations import attach as attach_state
 from ragworks.serving.errors import handle_error, install_error_handlers
 from ragworks.serving.limits import LimitsMiddleware, ServingLimits
 from ragworks.serving.metrics import install_metrics
+from ragworks.serving.state import ConversationStore
 from ragworks.trace_export.batch import setup_server_tracing
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ def build_app(
     limits: ServingLimits | None = None,
     api_token: str | None = None,
     model_name: str | None = None,
+    state: ConversationStore | str | None = None,
 ) -> FastAPI:
     """Serve `agent` over HTTP: AgentServer's routes plus the OpenAI routes, auth, limits and the chat page.
 
@@ -74,6 +78,7 @@ def build_app(
         limits: Body size, input length, timeout and concurrency; the defaults of `ServingLimits` if None.
         api_token: The bearer token clients must send; None reads `RAGWORKS_API_TOKEN` (unset: no auth).
         model_name: The name reported as `model` in answers; defaults to the agent's config name.
+        state: The conversation store, or its setting (`serving.state`); None reads the agent's config.
 
     Returns:
         The FastAPI app, ready for `uvicorn.run`.
@@ -81,10 +86,12 @@ def build_app(
     limits = limits or ServingLimits()
     token = api_token if api_token is not None else get_settings().api_token
     threads = limits.agent_threads or _default_threads(agent, limits)
+    served, store, opened = attach_state(agent, state)
     runtime = Runtime(
-        runner=AgentRunner(ServedAgent(agent), workers=threads),  # type: ignore[arg-type]  # same methods
+        runner=AgentRunner(ServedAgent(served), workers=threads),  # type: ignore[arg-type]  # same methods
         limits=limits,
         model_name=model_name or _agent_name(agent),
+        state=store,
     )
     app = FastAPI(title="ragworks", summary="A retrieval-augmented agent: OpenAI Responses and chat APIs.")
     app.state.ragworks = runtime
@@ -96,6 +103,8 @@ def build_app(
         app.add_middleware(BearerAuthMiddleware, token=token)
     install_metrics(app)  # outermost: /metrics, request ids on every answer, refusals counted too
     app.router.add_event_handler("shutdown", runtime.runner.close)
+    if store is not None and opened:
+        app.router.add_event_handler("shutdown", store.close)
     return app
 
 
@@ -106,10 +115,11 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
         parsed = await _parse(lambda: parse_responses(raw, max_input_chars=limit), size=len(raw))
         call = _call(request)
         headers = {REQUEST_ID_HEADER: call.request_id}
+        previous = parsed.previous_response_id
         if parsed.stream:
-            events = responses_stream(runtime, parsed.request, call)
+            events = await responses_stream(runtime, parsed.request, call, previous_response_id=previous)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        response = await answer(runtime, parsed.request, call)
+        response = await answer(runtime, parsed.request, call, previous_response_id=previous)
         return JSONResponse(responses_body(runtime, response, call), headers=headers)
 
     async def chat_completions(request: Request) -> Any:
@@ -132,6 +142,7 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
         "/v1/chat/completions", _guarded(chat_completions), methods=["POST"], **_openapi.chat_route()
     )
     _add_info_routes(app, runtime)
+    add_conversation_routes(app, runtime.state)
 
 
 def _add_info_routes(app: FastAPI, runtime: Runtime) -> None:
