@@ -32,12 +32,13 @@ RELEVANT = StubReply(content='{"rating": 5, "noncommittal": false, "rationale": 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One tracking store for the module, every trace sampled by MLflow; each test has its experiment."""
+def store() -> Iterator[None]:
+    """The suite's temp SQLite store (creating another costs seconds), every trace sampled by MLflow;
+    each test has its own experiment."""
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACE_SAMPLING_RATIO", "1")
     original = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('monitor')}/mlflow.db")
+    assert original.startswith("sqlite:///"), original
     mlflow.tracing.reset()
     yield
     mlflow.set_tracking_uri(original)
@@ -179,6 +180,25 @@ def test_every_runs_windows_and_new_traces_land_in_the_next() -> None:
     run = mlflow.get_run(monitor.run.run_id)
     assert run.info.status == "FINISHED"
     assert int(run.data.tags["ragworks.monitor.watermark_ms"]) > 0
+
+
+def test_traces_of_a_real_agent_are_read_as_served(docs_index: str) -> None:
+    """The question, answer and retrieved passages come out of a real agent's trace, not defaults."""
+    from ragworks.agents import build_agent
+    from ragworks.config import AgentConfig
+
+    mlflow.set_experiment("monitor-agent")
+    agent = build_agent(AgentConfig(retriever={"type": "local", "index": docs_index, "k": 2}))
+    agent.predict({"input": [{"role": "user", "content": "How are logged agents loaded back?"}]})
+    mlflow.flush_trace_async_logging()
+    args = ["--experiment", "monitor-agent", "--sample", "1", "-s", "context_relevance", "-s", "faithfulness"]
+    result = _monitor(*args, "--judge", "offline:lexical", "--once")
+    assert result.exit_code == 0, result.output
+    (marks,) = [m for m in _assessments("monitor-agent").values() if m]
+    by_name = {m.name: m for m in marks}
+    # Both chunks of the RETRIEVER span were read (with none, it says "No passages were retrieved.").
+    assert "of 2 retrieved passages are relevant" in by_name["context_relevance"].rationale
+    assert by_name["faithfulness"].value > 0.5  # the offline answer quotes the retrieved chunks
 
 
 def _free_port() -> int:
