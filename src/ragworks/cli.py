@@ -1,4 +1,4 @@
-"""The `ragworks` command line: quickstart, ingest, search, chat, serve, eval, log-model.
+"""The `ragworks` command line: quickstart, ingest, search, chat, serve, eval, monitor, log-model.
 
 Example:
     $ ragworks ingest docs/ --index ./index
