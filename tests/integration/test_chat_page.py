@@ -7,6 +7,7 @@ not give (a lost conversation, a stream cut short, feedback before that route ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -31,7 +32,7 @@ from ragworks.testing import ScriptedChatModel
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOKEN = "page-token"
-WAIT_S = 20
+WAIT_S = 60  # the first traced request of a test run creates the MLflow store (~20 s on 2 cores)
 
 if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
     pytest.skip(
@@ -143,8 +144,22 @@ class Site:
 def site() -> Iterator[Site]:
     """Our app with auth on, a scripted model and the page's test retriever."""
     model = ScriptedChatModel(responses=[])
+    with _serve(model, state="off") as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def conversing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The same app keeping conversations in a SQLite file of its own."""
+    state = tmp_path_factory.mktemp("page-state") / "conversations.db"
+    with _serve(ScriptedChatModel(responses=[]), state=str(state)) as site:
+        yield site
+
+
+@contextlib.contextmanager
+def _serve(model: ScriptedChatModel, *, state: str) -> Iterator[Site]:
     config = AgentConfig.model_validate(
-        {"name": "page-agent", "retriever": {"index": "/srv/page-index"}}
+        {"name": "page-agent", "retriever": {"index": "/srv/page-index"}, "serving": {"state": state}}
     )
     agent = RagResponsesAgent(build_rag_graph(PageRetriever(), model, condense="none"), config=config)
     recorder = Recorder(build_app(agent, api_token=TOKEN))
@@ -332,27 +347,26 @@ def test_without_server_conversations_the_history_is_resent(page: Any, site: Sit
 
 
 def test_second_turn_sends_previous_response_id_and_a_lost_one_resends_history(
-    page: Any, site: Site
+    browser: Any, conversing: Site
 ) -> None:
-    browser = page
-    keeps = json.dumps({**site.info, "ragworks": {**site.info["ragworks"], "conversations": True}})
-    browser.execute_script(
-        "const real = window.fetch; window.fetch = (u, i) => u === 'agent/info' ? "
-        f"Promise.resolve(new Response({json.dumps(keeps)})) : real(u, i);"
-        "document.getElementById('token').dispatchEvent(new Event('change'));"
-    )  # stands in for a server that keeps conversations, until the app itself says so
-    WebDriverWait(browser, 5).until(lambda d: d.execute_script("return ragworksChat.conversations"))
+    if not conversing.info["ragworks"]["conversations"]:
+        pytest.skip("this build of the server keeps no conversations (serving.state)")
+    site, recorder = conversing, conversing.recorder
+    browser.get(site.url)
+    _set_token(browser, TOKEN)
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script("return ragworksChat.conversations"))
     site.reply("First [1].", "Second [3].", "Third [2].")
-    _ask(browser, "What is an index?")
-    _answered(browser, 1)
-    first_id = browser.execute_script("return ragworksChat.lastResponseId")
-    _ask(browser, "And traces?")
-    _answered(browser, 2)
-    second_id = browser.execute_script("return ragworksChat.lastResponseId")
-    first, second = site.recorder.bodies("/v1/responses")
+    for n, question in enumerate(["What is an index?", "And traces?"], start=1):
+        _ask(browser, question)
+        assert "done" in _answered(browser, n).get_attribute("class")
+    first, second = recorder.bodies("/v1/responses")
     assert "previous_response_id" not in first and len(first["input"]) == 1
+    first_id = _completed_id(browser, 1)
     assert second["previous_response_id"] == first_id
     assert second["input"] == [{"role": "user", "content": "And traces?"}]  # not the whole history
+    seen = [str(m.content) for m in site.model.history[-1]]  # the server brought back the earlier turns
+    earlier = seen.index("First [1].")
+    assert any("What is an index?" in m for m in seen[:earlier]) and "And traces?" in seen[-1]
 
     def lost(body: dict[str, Any]) -> tuple[int, str, bytes] | None:
         if "previous_response_id" not in body:
@@ -361,16 +375,22 @@ def test_second_turn_sends_previous_response_id_and_a_lost_one_resends_history(
         error = {"message": message, "type": "invalid_request_error", "param": "previous_response_id"}
         return _json(400, {"error": error})
 
-    site.recorder.fakes["/v1/responses"] = lost
+    recorder.fakes["/v1/responses"] = lost  # as the server answers an expired or deleted response
     _ask(browser, "And chunks?")
     third = _answered(browser, 3)
     assert "done" in third.get_attribute("class") and "Third" in third.text
-    refused, resent = site.recorder.bodies("/v1/responses")[2:]
-    assert refused["previous_response_id"] == second_id
+    refused, resent = recorder.bodies("/v1/responses")[2:]
+    assert refused["previous_response_id"] == _completed_id(browser, 2)
     assert [m["content"] for m in resent["input"]] == [
         "What is an index?", "First [1].", "And traces?", "Second [3].", "And chunks?"
     ]
     assert "previous_response_id" not in resent
+
+
+def _completed_id(browser: Any, n: int) -> str:
+    """The response id the n-th answer's feedback names (the id of its response.completed)."""
+    ids = browser.execute_script("return ragworksChat.ids")
+    return str(ids[n - 1])
 
 
 def test_failures_show_as_errors_never_as_answers(page: Any, site: Site) -> None:

@@ -15,7 +15,7 @@
 
   // history: the turns so far in Responses input format, resent whole when the server keeps no
   // conversations (or has lost this one); lastResponseId continues the server's copy otherwise.
-  const chat = { history: [], lastResponseId: null, conversations: false, info: null, answers: 0 };
+  const chat = { history: [], ids: [], lastResponseId: null, conversations: false, info: null, answers: 0 };
   window.ragworksChat = chat;
 
   class ServerError extends Error {
@@ -267,9 +267,12 @@
       const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
       if (data && data !== "[DONE]") onEvent(JSON.parse(data));
     };
+    const read = () => reader.read().catch((e) => {
+      throw new Error("The connection broke while the answer streamed (" + (e.message || e) + "); ask again.");
+    });
     try {
       for (;;) {
-        const { value, done } = await reader.read();
+        const { value, done } = await read();
         if (done) break;
         buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
         let cut;
@@ -359,6 +362,7 @@
       view.turn.classList.add("done");
       chat.history.push(userItem, { role: "assistant", content: view.text });
       chat.lastResponseId = result.id || null;
+      chat.ids.push(chat.lastResponseId);
     } catch (e) {
       showFailure(view, e);  // the question stays unanswered: nothing joins the history
     }
@@ -378,6 +382,7 @@
   });
   document.getElementById("clear").addEventListener("click", () => {
     chat.history.length = 0;
+    chat.ids.length = 0;
     chat.lastResponseId = null;
     log.replaceChildren(empty);
     empty.hidden = false;
