@@ -71,6 +71,8 @@ def test_served_traces_land_in_the_named_experiment_with_the_request_id(
     assert set(by_tag) == {"req-7", made.headers["x-request-id"]}
     for request_id, trace in by_tag.items():
         assert trace.info.client_request_id == request_id
+    found = mlflow.search_traces(filter_string="trace.client_request_id = 'req-7'", return_type="list")
+    assert [t.info.trace_id for t in found] == [by_tag["req-7"].info.trace_id]
     default = mlflow.MlflowClient().search_traces(locations=["0"])
     assert default == []  # nothing in "Default"
 
