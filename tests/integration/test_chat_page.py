@@ -368,19 +368,15 @@ def test_second_turn_sends_previous_response_id_and_a_lost_one_resends_history(
     earlier = seen.index("First [1].")
     assert any("What is an index?" in m for m in seen[:earlier]) and "And traces?" in seen[-1]
 
-    def lost(body: dict[str, Any]) -> tuple[int, str, bytes] | None:
-        if "previous_response_id" not in body:
-            return None  # the resent history goes to the app
-        message = f"Unknown previous_response_id {body['previous_response_id']!r}."
-        error = {"message": message, "type": "invalid_request_error", "param": "previous_response_id"}
-        return _json(400, {"error": error})
-
-    recorder.fakes["/v1/responses"] = lost  # as the server answers an expired or deleted response
+    second_id = _completed_id(browser, 2)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    deleted = httpx.delete(f"{site.url}v1/responses/{second_id}", headers=auth)
+    assert deleted.status_code == 200, deleted.text  # as retention would forget it
     _ask(browser, "And chunks?")
     third = _answered(browser, 3)
     assert "done" in third.get_attribute("class") and "Third" in third.text
     refused, resent = recorder.bodies("/v1/responses")[2:]
-    assert refused["previous_response_id"] == _completed_id(browser, 2)
+    assert refused["previous_response_id"] == second_id  # the server answered 400 for it
     assert [m["content"] for m in resent["input"]] == [
         "What is an index?", "First [1].", "And traces?", "Second [3].", "And chunks?"
     ]

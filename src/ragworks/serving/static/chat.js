@@ -18,16 +18,19 @@
   const chat = { history: [], ids: [], lastResponseId: null, conversations: false, info: null, answers: 0 };
   window.ragworksChat = chat;
 
+  const LOST_CONVERSATION = "previous_response_not_found";  // OpenAI's error code, ours too
+
   class ServerError extends Error {
-    constructor(message, status, param) {
+    constructor(message, status, fields) {
       super(message);
       this.status = status;
-      this.param = param || "";
+      this.code = (fields && fields.code) || "";
+      this.param = (fields && fields.param) || "";
     }
 
-    /** Whether the server's complaint is about `field`. */
-    concerns(field) {
-      return this.param === field || this.message.includes(field);
+    /** Whether the server refused the previous_response_id (unknown, expired, deleted, not kept). */
+    lostConversation() {
+      return this.status === 400 && (this.code === LOST_CONVERSATION || this.param === "previous_response_id");
     }
   }
 
@@ -47,14 +50,14 @@
 
   function errorFields(body) {
     const err = body && typeof body.error === "object" && body.error ? body.error : body || {};
-    return { message: typeof err.message === "string" ? err.message : "", param: err.param };
+    return { message: typeof err.message === "string" ? err.message : "", code: err.code, param: err.param };
   }
 
   async function serverError(response) {
     let body = null;
     try { body = await response.json(); } catch (e) { /* not JSON: say the status instead */ }
-    const { message, param } = errorFields(body);
-    return new ServerError(message || "The server answered HTTP " + response.status + ".", response.status, param);
+    const fields = errorFields(body);
+    return new ServerError(fields.message || "The server answered HTTP " + response.status + ".", response.status, fields);
   }
 
   async function request(path, init) {
@@ -314,8 +317,8 @@
         result.id = event.response && event.response.id;
         result.completed = true;
       } else if (event.type === "error" || event.error) {
-        const { message, param } = errorFields(event);
-        throw new ServerError(message || "The answer failed.", null, param);
+        const fields = errorFields(event);
+        throw new ServerError(fields.message || "The answer failed.", null, fields);
       }
     });
     if (!result.completed) throw new Error("The answer stream ended before the answer was complete; ask again.");
@@ -330,7 +333,7 @@
       try {
         return await streamAnswer({ input: [userItem], previous_response_id: chat.lastResponseId }, view);
       } catch (e) {
-        if (!(e instanceof ServerError && e.status === 400 && e.concerns("previous_response_id"))) throw e;
+        if (!(e instanceof ServerError && e.lostConversation())) throw e;
       }
     }
     return await streamAnswer({ input: chat.history.concat([userItem]) }, view);
