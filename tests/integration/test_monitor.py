@@ -164,6 +164,32 @@ def test_fail_under_fails_the_window_and_failed_requests_are_not_graded() -> Non
     assert low_ci < 0.5 < high_ci
 
 
+def test_the_watermark_alone_keeps_a_restart_from_rereading_old_traces() -> None:
+    _serve("monitor-watermark", 10)
+    args = ["--experiment", "monitor-watermark", "--sample", "1", "-s", "faithfulness"]
+    args += ["--judge", "offline:lexical", "--once"]
+    assert _monitor(*args).exit_code == 0
+    again = _monitor(*args, "--lookback", "0s")
+    assert again.exit_code == 0, again.output
+    read = int(again.output.split(" sampled of ")[1].split(" read")[0])
+    assert read < 10  # only the newest traces (those at the watermark's millisecond) are read again
+    assert "scored 0 traces" in again.output
+
+
+def test_traces_with_expectations_are_graded_and_the_rest_marked_done() -> None:
+    ids = _serve("monitor-expect", 4)
+    mlflow.log_expectation(trace_id=ids[0], name="expected_facts", value=["Alpha is the first letter"])
+    args = ["--experiment", "monitor-expect", "--sample", "1", "-s", "correctness"]
+    args += ["--judge", "offline:lexical", "--once"]
+    first = _monitor(*args)
+    assert first.exit_code == 0, first.output
+    assert "scored 4 traces" in first.output and "n=1 errors=0" in first.output
+    marks = _assessments("monitor-expect")
+    assert [m.name for m in marks[ids[0]]] == ["correctness"] and not any(marks[t] for t in ids[1:])
+    second = _monitor(*args)  # the three with nothing to grade are marked by the trace tag
+    assert "scored 0 traces (4 sampled of 4 read, 4 scored before" in second.output, second.output
+
+
 def test_every_runs_windows_and_new_traces_land_in_the_next() -> None:
     _serve("monitor-every", 10)
     monitor = Monitor("monitor-every", sample=1.0, scorers=["answer_relevance"], judge="offline:lexical")

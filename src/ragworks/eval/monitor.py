@@ -46,16 +46,17 @@ DEFAULT_LOOKBACK_S = 600.0
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_interval(text: str, *, option: str = "--every") -> float:
-    """Seconds from `90`, `90s`, `5m`, `1.5h` or `1d`.
+def parse_interval(text: str, *, option: str = "--every", zero: bool = False) -> float:
+    """Seconds from `90`, `90s`, `5m`, `1.5h` or `1d` (`zero`: 0 is allowed too).
 
     Raises:
-        ConfigError: the text is not a positive number with an optional unit.
+        ConfigError: the text is not a positive (or, with `zero`, zero) number with an optional unit.
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", text.lower())
-    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else 0.0
-    if not seconds > 0:
-        raise ConfigError(f"{option} {text!r}: write a positive duration such as 30s, 5m or 1h.")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else -1.0
+    if not (seconds > 0 or (zero and seconds == 0)):
+        kind = "a duration" if zero else "a positive duration"
+        raise ConfigError(f"{option} {text!r}: write {kind} such as 30s, 5m or 1h.")
     return seconds
 
 

@@ -59,7 +59,7 @@ def monitor_command(
     if once and every is not None:
         raise ConfigError("Pass --every or --once, not both.")
     interval = None if once else parse_interval(every or "60s")
-    lookback_s = parse_interval(lookback, option="--lookback")
+    lookback_s = parse_interval(lookback, option="--lookback", zero=True)
     rate = parse_sample(sample)
     check_scorer_names(scorers or [])
     monitor = Monitor(
