@@ -76,7 +76,8 @@ class PageRetriever(BaseRetriever):
         ]
 
 
-Fake = Callable[[dict[str, Any]], tuple[int, str, bytes] | None]
+Reply = tuple[int, str, bytes, dict[str, str]]
+Fake = Callable[[dict[str, Any]], Reply | None]
 
 
 @dataclass
@@ -107,9 +108,9 @@ class Recorder:
         fake = self.fakes.get(scope["path"])
         reply = fake(body) if fake else None
         if reply is not None:
-            status, media, content = reply
-            start = {"type": "http.response.start", "status": status}
-            await send({**start, "headers": [(b"content-type", media.encode())]})
+            status, media, content, extra = reply
+            headers = [(k.lower().encode(), v.encode()) for k, v in {**extra, "content-type": media}.items()]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
             return
         replayed = False
@@ -124,8 +125,8 @@ class Recorder:
         await self.app(scope, replay, send)
 
 
-def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
-    return status, "application/json", json.dumps(body).encode()
+def _json(status: int, body: dict[str, Any], **headers: str) -> Reply:
+    return status, "application/json", json.dumps(body).encode(), headers
 
 
 @dataclass
@@ -309,28 +310,35 @@ def test_pending_indicator_until_the_first_token(page: Any, site: Site) -> None:
 
 
 def test_feedback_posts_the_response_id_value_and_comment(page: Any, site: Site) -> None:
-    site.recorder.fakes["/v1/feedback"] = lambda body: _json(200, {"recorded": True})
+    waiting = {"error": {"message": "The answer's trace is not stored yet.", "type": "conflict"}}
+    replies = [_json(409, waiting, **{"Retry-After": "0.1"})]  # the trace still on its way: retried
+    site.recorder.fakes["/v1/feedback"] = lambda body: (
+        replies.pop() if replies else _json(200, {"id": "a-1"})
+    )
     site.reply("Folders [1].")
     _ask(page, "What is an index?")
     turn = _answered(page, 1)
     response_id = page.execute_script("return ragworksChat.lastResponseId")
     assert response_id.startswith("resp")
     turn.find_element(By.CSS_SELECTOR, "button.thumb.down").click()
+    status = turn.find_element(By.CSS_SELECTOR, ".feedback .status")
+    WebDriverWait(page, 10).until(lambda d: "sent" in status.get_attribute("class"))
     turn.find_element(By.CSS_SELECTOR, "textarea.comment").send_keys("It missed part 2.")
     turn.find_element(By.CSS_SELECTOR, "button.send-comment").click()
-    WebDriverWait(page, 5).until(lambda d: len(site.recorder.bodies("/v1/feedback")) == 2)
+    WebDriverWait(page, 5).until(lambda d: len(site.recorder.bodies("/v1/feedback")) == 3)
     assert site.recorder.bodies("/v1/feedback") == [
+        {"response_id": response_id, "value": False},
         {"response_id": response_id, "value": False},
         {"response_id": response_id, "value": False, "comment": "It missed part 2."},
     ]
     headers = [h for p, _, h in site.recorder.posts if p == "/v1/feedback"]
     assert all(h["authorization"] == f"Bearer {TOKEN}" for h in headers)
-    assert "recorded" in turn.find_element(By.CSS_SELECTOR, ".feedback .status").text
+    WebDriverWait(page, 5).until(lambda d: "sent" in status.get_attribute("class"))
+    assert "recorded" in status.text
     site.recorder.fakes["/v1/feedback"] = lambda body: _json(
         404, {"error": {"message": "No response 'resp_x' is stored.", "type": "invalid_request_error"}}
     )
     turn.find_element(By.CSS_SELECTOR, "button.thumb.up").click()
-    status = turn.find_element(By.CSS_SELECTOR, ".feedback .status")
     WebDriverWait(page, 5).until(lambda d: "failed" in status.get_attribute("class"))
     assert "not recorded: No response 'resp_x' is stored." in status.text
 
@@ -396,7 +404,7 @@ def test_failures_show_as_errors_never_as_answers(page: Any, site: Site) -> None
     assert "Error: The index backend is down" in failed.text
     assert not failed.find_elements(By.CSS_SELECTOR, ".feedback, .sources")
     cut = b'data: {"type": "response.output_text.delta", "delta": "Half an"}\n\n'
-    site.recorder.fakes["/v1/responses"] = lambda body: (200, "text/event-stream", cut)
+    site.recorder.fakes["/v1/responses"] = lambda body: (200, "text/event-stream", cut, {})
     _ask(page, "What is an index?")
     broken = _answered(page, 2)
     assert "error" in broken.get_attribute("class")

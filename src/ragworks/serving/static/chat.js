@@ -12,6 +12,7 @@
   const sendButton = document.getElementById("send");
   const tokenInput = document.getElementById("token");
   const SNIPPET_CHARS = 240;
+  const FEEDBACK_TRIES = 5;
 
   // history: the turns so far in Responses input format, resent whole when the server keeps no
   // conversations (or has lost this one); lastResponseId continues the server's copy otherwise.
@@ -244,12 +245,22 @@
     view.turn.appendChild(row);
   }
 
+  // 409: the answer's trace is still on its way to the tracking store; the server says when to retry.
+  async function sendFeedback(body) {
+    const init = { method: "POST", headers: authHeaders({ "Content-Type": "application/json" }), body: JSON.stringify(body) };
+    for (let attempt = 1; ; attempt++) {
+      const response = await request("v1/feedback", init);
+      if (response.status !== 409 || attempt >= FEEDBACK_TRIES) return response;
+      const wait = Number.parseFloat(response.headers.get("Retry-After") || "1");
+      await new Promise((done) => setTimeout(done, 1000 * Math.min(10, Math.max(0.1, wait || 1))));
+    }
+  }
+
   async function postFeedback(body, status) {
     status.classList.remove("failed", "sent");
     status.textContent = "Sending feedback…";
     try {
-      const headers = authHeaders({ "Content-Type": "application/json" });
-      const response = await request("v1/feedback", { method: "POST", headers, body: JSON.stringify(body) });
+      const response = await sendFeedback(body);
       if (!response.ok) throw await serverError(response);
       status.textContent = "Thanks, your feedback was recorded.";
       status.classList.add("sent");
