@@ -1,6 +1,7 @@
 """Bounded HTTP load against `ragworks serve`, a bare FastAPI endpoint and `mlflow models serve`.
 
     python benchmarks/serving_load.py [--requests 2000] [--concurrency 32] [--skip-mlflow-serve]
+    python benchmarks/serving_load.py --conversations [--requests 2000] [--concurrency 32]
 
 Everything runs on 127.0.0.1 and stops by itself. One small index (the docs ragworks ships, hashing
 embeddings) and the offline model; each server is its own process, started and stopped here:
@@ -17,6 +18,11 @@ of streamed answers, and errors (non-200, a stream without [DONE], or an error e
 targets it also waits for MLflow's background export to store every trace, and reports how long that
 took and the rate sustained with the export included (the request path alone hides its cost), and
 the traces kept per second over that time (MLflow's exporter drops traces once its queue is full).
+
+`--conversations` measures conversation state instead: the checkpointer's cost per request in process
+(SQLite: a stateful turn, its checkpoint and its stored response, less the same turn stateless; medians),
+then one traced server under POST /v1/responses, stateless (`store: false`) and stateful (each client
+chaining `previous_response_id` through 4-turn conversations), in the same run.
 """
 
 from __future__ import annotations
@@ -309,6 +315,102 @@ def _drain(tmp: Path, expected: int, *, idle: float = 15, cap: float = 600) -> t
     return count, last_change - start  # when the last trace arrived
 
 
+TURNS = 4
+"""Turns per conversation in the stateful load."""
+
+
+async def run_conversation_load(
+    name: str, url: str, *, requests: int, concurrency: int, stateful: bool
+) -> Result:
+    """POST /v1/responses: `store: false` each time, or conversations chained by previous_response_id."""
+    result = Result(name=name, requests=requests)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    counter = iter(range(requests))
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            previous = None
+            for n in counter:
+                body: dict[str, object] = {"input": QUESTIONS[n % len(QUESTIONS)], "store": stateful}
+                if previous and n % TURNS:
+                    body["previous_response_id"] = previous
+                start = time.perf_counter()
+                response = await client.post("/v1/responses", json=body)
+                if response.status_code != 200:
+                    result.errors += 1
+                    result.error_samples.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                result.latencies.append(time.perf_counter() - start)
+                previous = response.json()["id"] if stateful else None
+
+        await _warm_up(client, "/v1/responses", False)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def checkpointer_cost(config: Path, tmp: Path, *, turns: int = 300) -> tuple[float, float]:
+    """Median ms of a stateless turn and of a stateful one (run, checkpoint, stored response), in process."""
+    import statistics
+
+    os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = "0"
+    from mlflow.types.responses import ResponsesAgentRequest
+
+    from ragworks.agents import build_agent
+    from ragworks.agents._thread import THREAD_KEY, Thread
+    from ragworks.serving.conversations import Turn, finish
+    from ragworks.serving.state import open_state
+
+    store = open_state(str(tmp / "bench-state.db"))
+    assert store is not None
+    plain = build_agent(str(config))
+    stateful = plain.with_checkpointer(store.checkpointer)
+    stateless_ms, stateful_ms = [], []
+    checkpoint = None
+    for n in range(turns + WARMUP):
+        question = {"input": [{"role": "user", "content": QUESTIONS[n % len(QUESTIONS)]}]}
+        start = time.perf_counter()
+        plain.predict(ResponsesAgentRequest(**question))
+        stateless_ms.append(1000 * (time.perf_counter() - start))
+        if n % TURNS == 0:
+            checkpoint = None
+        thread = Thread(thread_id=f"bench-{n // TURNS}", response_id=f"resp_{n}", checkpoint_id=checkpoint)
+        start = time.perf_counter()
+        request = ResponsesAgentRequest(**question, custom_inputs={THREAD_KEY: thread.as_input()})
+        response = stateful.predict(request)
+        finish(store, Turn(thread=thread), {"id": thread.response_id, "output": response.output}, None)
+        stateful_ms.append(1000 * (time.perf_counter() - start))
+        checkpoint = store.get(thread.response_id).checkpoint_id  # type: ignore[union-attr]
+    store.close()
+    return statistics.median(stateless_ms[WARMUP:]), statistics.median(stateful_ms[WARMUP:])
+
+
+def conversations(config: Path, tmp: Path, serve: list[str], args: argparse.Namespace) -> None:
+    """The `--conversations` report (module doc)."""
+    plain, stateful = checkpointer_cost(config, tmp)
+    print(
+        f"checkpointer cost per request (SQLite, in process, {TURNS}-turn conversations): "
+        f"median {stateful - plain:.2f} ms (stateless turn {plain:.2f} ms, stateful {stateful:.2f} ms)"
+    )
+    kwargs = {"requests": args.requests, "concurrency": args.concurrency}
+    rows = []
+    with server(serve, _env(tmp, traced=True), log=tmp / "server.log") as url:
+        for stateful_load in (False, True, False, True):  # interleaved: drift on a shared machine cancels
+            label = "ragworks serve, traced, " + ("stateful" if stateful_load else "stateless")
+            result = asyncio.run(run_conversation_load(label, url, stateful=stateful_load, **kwargs))
+            print(result.row(), flush=True)
+            for sample in result.error_samples[:3]:
+                print("    error:", sample)
+            rows.append(result)
+    stateless_rps = sum(_rps(r) for r in rows[0::2]) / 2
+    stateful_rps = sum(_rps(r) for r in rows[1::2]) / 2
+    print(
+        f"traced throughput, stateful / stateless: {stateful_rps:.1f} / {stateless_rps:.1f} req/s = "
+        f"{stateful_rps / max(stateless_rps, 1e-9):.3f}"
+    )
+
+
 def main() -> None:
     """Run every target and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -317,6 +419,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="`ragworks serve --workers`.")
     parser.add_argument(
         "--skip-mlflow-serve", action="store_true", help="Do not log the agent or run MLflow's."
+    )
+    parser.add_argument(
+        "--conversations", action="store_true", help="Conversation state: checkpointer cost, stateful load."
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ragworks-load-") as name:
@@ -340,6 +445,9 @@ def main() -> None:
             f"{'target':<38} {'reqs':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ttfb50':>8} "
             f"{'ttfb99':>8} {'errors':>6}"
         )
+        if args.conversations:
+            conversations(config, tmp, serve, args)
+            return
         with server(serve, _env(tmp, traced=False), log=tmp / "ragworks.log") as url:
             _canned(url, tmp / "canned.json")
         _run(

@@ -205,3 +205,44 @@ def test_an_unreachable_store_is_one_line_naming_the_setting() -> None:
 
 def _checkpoints(store: ConversationStore) -> int:
     return sum(1 for _ in store.checkpointer.list(None))
+
+
+def test_mlflow_routes_store_only_when_asked_and_the_session_is_the_conversation(
+    docs_index: str, tmp_path: Path
+) -> None:
+    import mlflow
+
+    model = ScriptedChatModel(responses=["Plain.", "Named."], repeat_last=True)
+    app, store = _app(docs_index, model, str(tmp_path / "s.db"))
+    ask = {"input": [{"role": "user", "content": "Question?"}]}
+    with serve_in_thread(app) as url:
+        assert httpx.post(f"{url}/invocations", json=ask, timeout=30).status_code == 200
+        assert store.count_responses() == 0  # MLflow's route: stateless unless a conversation is named
+        named = {**ask, "context": {"conversation_id": "conv_mlflow", "user_id": "u1"}}
+        headers = {"x-mlflow-return-trace-id": "true"}
+        body = httpx.post(f"{url}/invocations", json=named, headers=headers, timeout=30).json()
+        assert body["metadata"]["conversation_id"] == "conv_mlflow"
+        assert store.trace_id_for_response(body["id"]) == body["metadata"]["trace_id"]
+    mlflow.flush_trace_async_logging()
+    trace = mlflow.get_trace(body["metadata"]["trace_id"])
+    assert trace is not None and trace.info.trace_metadata.get("mlflow.trace.session") == "conv_mlflow"
+
+
+def test_serve_with_an_unreachable_store_exits_with_one_line(docs_index: str, tmp_path: Path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from ragworks.cli import app
+
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"serving:\n  state: postgresql://u:pw@127.0.0.1:9/x\nretriever:\n  index: {docs_index}\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = CliRunner().invoke(app, ["serve", "--config", str(config), "--port", str(port)])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "serving.state=postgresql://u:***@127.0.0.1:9/x" in errors[0]

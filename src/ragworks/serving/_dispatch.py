@@ -87,11 +87,20 @@ def trace_scope(call: Call, request: ResponsesAgentRequest) -> Iterator[None]:
 
 
 async def answer(
-    runtime: Runtime, request: ResponsesAgentRequest, call: Call, *, previous_response_id: str | None = None
+    runtime: Runtime,
+    request: ResponsesAgentRequest,
+    call: Call,
+    *,
+    previous_response_id: str | None = None,
+    store_default: bool = False,
 ) -> ServedResponse:
     """Run the agent once (in its conversation, if any: `conversations`); errors go to the one handler."""
     request, turn = await conversations.begin(
-        runtime.state, request, response_id=call.response_id, previous=previous_response_id
+        runtime.state,
+        request,
+        response_id=call.response_id,
+        previous=previous_response_id,
+        store_default=store_default,
     )
     with trace_scope(call, request):
         response = await runtime.runner.predict(request, timeout=runtime.limits.timeout_s)
@@ -131,14 +140,23 @@ async def agent_events(runtime: Runtime, request: ResponsesAgentRequest, call: C
 
 
 async def responses_stream(
-    runtime: Runtime, request: ResponsesAgentRequest, call: Call, *, previous_response_id: str | None = None
+    runtime: Runtime,
+    request: ResponsesAgentRequest,
+    call: Call,
+    *,
+    previous_response_id: str | None = None,
+    store_default: bool = False,
 ) -> AsyncIterator[str]:
     """A Responses event stream: created, the agent's events, completed (or error), then [DONE].
 
     Awaited before the response starts, so an unknown `previous_response_id` is a plain 400.
     """
     request, turn = await conversations.begin(
-        runtime.state, request, response_id=call.response_id, previous=previous_response_id
+        runtime.state,
+        request,
+        response_id=call.response_id,
+        previous=previous_response_id,
+        store_default=store_default,
     )
     return _responses_events(runtime, request, call, turn)
 

@@ -115,11 +115,16 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
         parsed = await _parse(lambda: parse_responses(raw, max_input_chars=limit), size=len(raw))
         call = _call(request)
         headers = {REQUEST_ID_HEADER: call.request_id}
-        previous = parsed.previous_response_id
+        # OpenAI's route stores answers unless told not to; MLflow's routes only when asked (conversations)
+        previous, store = parsed.previous_response_id, request.url.path == "/v1/responses"
         if parsed.stream:
-            events = await responses_stream(runtime, parsed.request, call, previous_response_id=previous)
+            events = await responses_stream(
+                runtime, parsed.request, call, previous_response_id=previous, store_default=store
+            )
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        response = await answer(runtime, parsed.request, call, previous_response_id=previous)
+        response = await answer(
+            runtime, parsed.request, call, previous_response_id=previous, store_default=store
+        )
         return JSONResponse(responses_body(runtime, response, call), headers=headers)
 
     async def chat_completions(request: Request) -> Any:

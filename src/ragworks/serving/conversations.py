@@ -66,12 +66,16 @@ async def begin(
     *,
     response_id: str,
     previous: str | None = None,
+    store_default: bool = False,
 ) -> tuple[ResponsesAgentRequest, Turn | None]:
     """The request to run, with its thread in `custom_inputs`, and its `Turn` (None: stateless).
 
-    `previous` is the request's `previous_response_id`.
+    `previous` is the request's `previous_response_id`. A request that does not say `store` is stored
+    when `store_default` (OpenAI's /v1/responses), or when it names a conversation or an earlier response.
     """
-    keep = request.store is not False
+    context = request.context
+    named = bool(previous or (context and context.conversation_id))
+    keep = request.store if request.store is not None else (store_default or named)
     if store is None:
         if previous:
             raise HTTPProblem(
@@ -84,7 +88,6 @@ async def begin(
     if not keep and not previous:
         return request, None  # nothing to read, nothing to write: the stateless path, unchanged
     checkpoint_id: str | None = None
-    context = request.context
     thread_id = context.conversation_id if context and context.conversation_id else None
     if previous:
         stored = await anyio.to_thread.run_sync(store.get, previous)

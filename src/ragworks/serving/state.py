@@ -302,6 +302,7 @@ def _sqlite_connect(path: Path, *, autocommit: bool = False) -> sqlite3.Connecti
 
 def _open_postgres(url: str, retention: Retention) -> ConversationStore:
     try:
+        import psycopg
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg.rows import tuple_row
         from psycopg_pool import ConnectionPool
@@ -314,6 +315,7 @@ def _open_postgres(url: str, retention: Retention) -> ConversationStore:
     kwargs = {"autocommit": True, "prepare_threshold": 0, "connect_timeout": 5}
     pool: Any = ConnectionPool(url, min_size=1, max_size=16, kwargs=kwargs, open=False)
     try:
+        psycopg.connect(url, connect_timeout=5).close()  # one attempt first: a clear error, not pool retries
         pool.open(wait=True, timeout=10)
         saver = PostgresSaver(pool)
         saver.setup()
