@@ -20,7 +20,8 @@ _LAZY = {
     "Judge": "ragworks.eval.judges",
     "Judgement": "ragworks.eval.judges",
     "MetricSummary": "ragworks.eval.runner",
-    "Regression": "ragworks.eval.runner",
+    "PairedComparison": "ragworks.eval.paired",
+    "PairedMetric": "ragworks.eval.paired",
     "SCORER_NAMES": "ragworks.eval.scorers",
     "SuiteResult": "ragworks.eval.runner",
     "example_suite": "ragworks.eval.suite",
@@ -33,7 +34,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from ragworks.eval.judges import Judge, Judgement, get_judge
-    from ragworks.eval.runner import MetricSummary, Regression, SuiteResult, run_example_suite, run_suite
+    from ragworks.eval.paired import PairedComparison, PairedMetric
+    from ragworks.eval.runner import MetricSummary, SuiteResult, run_example_suite, run_suite
     from ragworks.eval.scorers import SCORER_NAMES, make_scorer, make_scorers
     from ragworks.eval.suite import EvalRow, EvalSuite, Expectations, example_suite
 
@@ -49,7 +51,8 @@ __all__ = [
     "Judge",
     "Judgement",
     "MetricSummary",
-    "Regression",
+    "PairedComparison",
+    "PairedMetric",
     "SuiteResult",
     "example_suite",
     "get_judge",

@@ -25,6 +25,11 @@ def cache_key(model: str, prompt_id: str, version: int, payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def repeat_key(key: str, repeat: int) -> str:
+    """The key of the `repeat`-th judging of the same inputs (0 keeps `key`): each repeat is asked anew."""
+    return key if repeat == 0 else hashlib.sha256(f"{key}:repeat={repeat}".encode()).hexdigest()
+
+
 class JudgeCache:
     """Thread-safe get/put of JSON replies in one SQLite file."""
 

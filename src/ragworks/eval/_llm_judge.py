@@ -8,6 +8,7 @@ into `Judgement`s: faithfulness = supported claims / claims.
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import json
 import logging
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ragworks.config import env_flag
 from ragworks.errors import ConfigError, EvalError
 from ragworks.eval import prompts as P
-from ragworks.eval._cache import JudgeCache, cache_key, default_cache_path
+from ragworks.eval._cache import JudgeCache, cache_key, default_cache_path, repeat_key
 from ragworks.eval.judges import Judgement
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class _Retryable(Exception):
 class JudgeClient:
     """JSON chat completions with bounded concurrency, retries and a cache."""
 
+    repeat: int = 0
+    """Which judging of the same inputs this is (see `for_repeat`); part of the cache key when not 0."""
+
     def __init__(
         self,
         model: str,
@@ -122,7 +126,7 @@ class JudgeClient:
     def complete(self, prompt: P.Prompt, schema: type[R], **values: str) -> R:
         """Ask the model; return its reply validated against `schema` (cached when a cache is set)."""
         messages = prompt.render(**values)
-        key = cache_key(self.model, prompt.id, prompt.version, messages)
+        key = repeat_key(cache_key(self.model, prompt.id, prompt.version, messages), self.repeat)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self._count("cache_hits")
             return schema.model_validate(hit)
@@ -218,6 +222,13 @@ class JudgeClient:
                 ) from None
             logger.debug("Judge preflight: %s answered HTTP %d (the endpoint is up).", where, status)
 
+    def for_repeat(self, repeat: int) -> JudgeClient:
+        """This client (same connection, bound, counters and cache) for repeat `repeat` of a judging."""
+        self.connect()  # the twin shares the HTTP client instead of creating its own
+        twin = copy.copy(self)
+        twin.repeat = repeat
+        return twin
+
     def connect(self) -> None:
         """Create the HTTP client now, on this thread (see `LLMJudge.prepare`); errors wait for a call."""
         try:
@@ -281,6 +292,10 @@ class LLMJudge:
     def check(self) -> None:
         """Prove the key and the endpoint with one cheap call (see `JudgeClient.preflight`)."""
         self.client.preflight()
+
+    def for_repeat(self, repeat: int) -> LLMJudge:
+        """This judge for repeat `repeat` of the same rows: a fresh call, not the cached reply."""
+        return LLMJudge(self.client.for_repeat(repeat), name=self.name)
 
     def faithfulness(self, question: str, answer: str, contexts: Sequence[str]) -> Judgement:
         """Split the answer into claims, verify each against the contexts; score = supported share."""

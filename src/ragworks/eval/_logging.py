@@ -22,9 +22,21 @@ def log_result(
     """Log `result` into the active MLflow run and set `result.report` to the report's artifact path."""
     import mlflow
 
+    from ragworks.eval.paired import comparison_metrics
+    from ragworks.eval.repeats import repeat_metrics
     from ragworks.eval.report import render
 
     mlflow.log_metrics(_metrics(result, rows))
+    if result.comparison is not None:
+        mlflow.log_metrics(comparison_metrics(result.comparison))
+        mlflow.set_tags(
+            {
+                "ragworks.eval.baseline": result.comparison.baseline,
+                "ragworks.eval.regressions": ",".join(m.metric for m in result.regressions),
+            }
+        )
+    if result.repeats:
+        mlflow.log_metrics({"eval/repeats": float(_repeats(result)), **repeat_metrics(result.repeats)})
     mlflow.log_params(
         {"suite": result.suite, "judge": result.judge, "k": k, "scorers": ",".join(scorer_names)[:500]}
     )
@@ -39,6 +51,10 @@ def log_result(
     mlflow.log_table(data=result.table, artifact_file="eval_results.json")
     result.report = "eval_report.md" if report_format == "md" else "eval_report.html"
     mlflow.log_text(render(result, fmt=report_format), result.report)
+
+
+def _repeats(result: SuiteResult) -> int:
+    return max(s.repeats for s in result.repeats.values())
 
 
 def _metrics(result: SuiteResult, rows: int) -> dict[str, float]:

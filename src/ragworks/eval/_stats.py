@@ -1,4 +1,4 @@
-"""Statistics of a suite run: per-metric means with a bootstrap interval; the comparison with a baseline.
+"""Statistics of a suite run: per-metric means with a bootstrap interval (paired comparisons: `paired`).
 
 Example:
     >>> bootstrap_ci([1.0, 1.0, 1.0])
@@ -7,13 +7,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from ragworks.errors import EvalError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,17 +31,6 @@ class MetricSummary:
     errors: int = 0
     first_error: str = ""
     """The error message of the first row in error (empty when none erred)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Regression:
-    """A metric whose mean fell below the baseline run's interval."""
-
-    metric: str
-    baseline: float
-    current: float
-    bound: float
-    """The value the current mean fell below (the baseline's lower 95% bound)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -126,29 +113,3 @@ def _summary(name: str, numbers: list[float], errors: list[str]) -> MetricSummar
         errors=len(errors),
         first_error=errors[0] if errors else "",
     )
-
-
-def compare_to_baseline(metrics: Mapping[str, MetricSummary], baseline_run_id: str) -> list[Regression]:
-    """Metrics whose mean fell below the baseline's lower 95% bound (or, without one, whose upper
-    bound fell below the baseline mean).
-
-    Raises:
-        EvalError: the baseline run cannot be read.
-    """
-    import mlflow
-
-    try:
-        old = mlflow.get_run(baseline_run_id).data.metrics
-    except Exception as exc:
-        raise EvalError(f"Cannot read baseline run {baseline_run_id!r}: {exc}") from exc
-    regressions = []
-    for name, summary in metrics.items():
-        if summary.n == 0 or f"{name}/mean" not in old:
-            continue
-        before = old[f"{name}/mean"]
-        bound = old.get(f"{name}/ci_low")
-        current = summary.mean if bound is not None else summary.ci_high
-        bound = before if bound is None else bound
-        if current < bound - 1e-12:
-            regressions.append(Regression(metric=name, baseline=before, current=summary.mean, bound=bound))
-    return regressions

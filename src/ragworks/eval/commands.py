@@ -44,7 +44,9 @@ def eval_command(
     ] = None,
     baseline: Annotated[
         str | None,
-        typer.Option("--baseline", help="A run id; exit 1 when a metric drops below its interval."),
+        typer.Option(
+            "--baseline", help="A run id of this suite; exit 1 on a significant paired regression."
+        ),
     ] = None,
     allow_errors: Annotated[
         bool,
@@ -57,6 +59,9 @@ def eval_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Rows and judge calls at once.")
     ] = 8,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Judge each row N times; report flip rates.")
+    ] = 1,
 ) -> None:
     """Evaluate an agent on a suite, log the run to MLflow, and exit 1 when a threshold fails.
 
@@ -83,6 +88,7 @@ def eval_command(
         fail_under=parse_thresholds(fail_under),
         allow_errors=allow_errors,
         baseline_run_id=baseline,
+        repeats=repeats,
         experiment=experiment,
         concurrency=concurrency,
     )
@@ -100,9 +106,11 @@ def register(app: typer.Typer) -> None:
     from ragworks.cli_errors import handle_errors
     from ragworks.eval._cli_group import make_eval_app
     from ragworks.eval.calibrate_commands import calibrate_command
+    from ragworks.eval.compare_commands import compare_command
 
     eval_app = make_eval_app()
     # One line per subcommand; a first argument naming none of them goes to `run`.
     eval_app.command(name="run")(handle_errors(eval_command))
+    eval_app.command(name="compare")(handle_errors(compare_command))
     eval_app.command(name="calibrate")(handle_errors(calibrate_command))
     app.add_typer(eval_app, name="eval")

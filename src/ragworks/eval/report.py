@@ -6,6 +6,9 @@ import html
 import math
 from typing import TYPE_CHECKING
 
+from ragworks.eval._paired_report import comparison_html
+from ragworks.eval.repeats import repeat_lines
+
 if TYPE_CHECKING:
     from ragworks.eval.runner import SuiteResult
 
@@ -35,11 +38,9 @@ def summary_table(result: SuiteResult) -> str:
         lines.append(f"judge {result.judge}: {stats}")
     lines.extend(f"FAIL {f}" for f in result.failures)
     lines.extend(f"{'ALLOWED ERROR' if result.allow_errors else 'ERROR'} {e}" for e in result.errors)
-    lines.extend(
-        f"REGRESSION {r.metric}: {r.current:.3f} < baseline bound {r.bound:.3f} "
-        f"(baseline mean {r.baseline:.3f})"
-        for r in result.regressions
-    )
+    if result.comparison is not None:
+        lines.extend(result.comparison.lines())
+    lines.extend(repeat_lines(result.repeats))
     lines.append(verdict(result))
     return "\n".join(lines)
 
@@ -85,7 +86,11 @@ def render_markdown(result: SuiteResult) -> str:
     lines += ["", f"**{verdict(result)}**"]
     lines += [f"- {f}" for f in result.failures]
     lines += [f"- error {e}" for e in result.errors]
-    lines += [f"- regression {r.metric}: {r.current:.3f} < {r.bound:.3f}" for r in result.regressions]
+    lines += [f"- regression {r.metric}: {r.baseline:.3f} -> {r.current:.3f}" for r in result.regressions]
+    if result.comparison is not None:
+        lines += ["", "## Paired comparison", "", "```", *result.comparison.lines(), "```"]
+    if result.repeats:
+        lines += ["", "## Repeat judging", "", *(f"- {line}" for line in repeat_lines(result.repeats))]
     return "\n".join(lines) + "\n"
 
 
@@ -99,7 +104,8 @@ def render_html(result: SuiteResult) -> str:
             f"</td><td>{m.n}</td><td>{m.errors}</td><td>{_svg(result.values.get(name, []))}</td></tr>"
         )
     problems = "".join(f"<li>{esc(f)}</li>" for f in [*result.failures, *result.errors]) + "".join(
-        f"<li>regression {esc(r.metric)}: {r.current:.3f} &lt; {r.bound:.3f}</li>" for r in result.regressions
+        f"<li>regression {esc(r.metric)}: {r.baseline:.3f} -&gt; {r.current:.3f}</li>"
+        for r in result.regressions
     )
     table = (
         result.table.to_html(index=False, na_rep="", escape=True, max_rows=500) if len(result.table) else ""
@@ -113,7 +119,7 @@ def render_html(result: SuiteResult) -> str:
         f"<h2>{verdict(result)}</h2><ul>{problems}</ul>"
         "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th><th>errors</th>"
         "<th>histogram</th></tr>"
-        f"{''.join(rows)}</table><h2>Rows</h2>{table}</body></html>"
+        f"{''.join(rows)}</table>{comparison_html(result)}<h2>Rows</h2>{table}</body></html>"
     )
 
 

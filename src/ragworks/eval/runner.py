@@ -2,10 +2,11 @@
 
 The run gets each metric's mean (MLflow's `<name>/mean`) plus a 95% bootstrap interval
 (`<name>/ci_low`, `<name>/ci_high`), row and error counts, per-row assessments on the traces, a
-results table (`eval_results.json`) and a report (`eval_report.html` / `.md`). Thresholds
-(`fail_under`), metrics in error and a baseline run decide pass / fail. This module orchestrates;
-targets (`_targets`), statistics (`_stats`), the gate (`_gate`), logging (`_logging`) and the fast
-path (`_prefetch`) live beside it.
+results table (`eval_results.json`, one row per suite row with a key of its inputs) and a report
+(`eval_report.html` / `.md`). Thresholds (`fail_under`), metrics in error and a significant
+regression against a baseline run (paired row by row) decide pass / fail. This module orchestrates;
+targets (`_targets`), statistics (`_stats`), the paired comparison (`paired`), repeat judging
+(`repeats`), the gate (`_gate`), logging (`_logging`) and the fast path (`_prefetch`) live beside it.
 
 Example:
     >>> result = run_suite("agent.yaml", "suite.yaml", fail_under={"faithfulness": 0.8})  # doctest: +SKIP
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ragworks.errors import EvalError
+from ragworks.errors import ConfigError, EvalError
 from ragworks.eval._extract import answer_of, question_of
 from ragworks.eval._gate import (
     check_threshold_names,
@@ -34,14 +35,22 @@ from ragworks.eval._logging import log_result
 from ragworks.eval._stats import (
     BOOTSTRAP_SAMPLES,
     MetricSummary,
-    Regression,
+    as_float,
     bootstrap_ci,
-    compare_to_baseline,
     metric_names,
     summarise,
 )
 from ragworks.eval._targets import PredictFn, Target, bounded, make_predict_fn
 from ragworks.eval.judges import Judge, get_judge
+from ragworks.eval.paired import (
+    KEY_COLUMN,
+    PairedComparison,
+    PairedMetric,
+    compare_tables,
+    load_results,
+    row_keys,
+)
+from ragworks.eval.repeats import RepeatStats, judge_again, repeat_judge
 from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
 
@@ -67,7 +76,10 @@ class SuiteResult:
     table: pd.DataFrame
     """One row per suite row: question, answer, each metric's value, rationale and error."""
     failures: list[str] = field(default_factory=list)
-    regressions: list[Regression] = field(default_factory=list)
+    comparison: PairedComparison | None = None
+    """The row-by-row comparison with the baseline run, when one was given."""
+    repeats: dict[str, RepeatStats] = field(default_factory=dict)
+    """Per judged metric, its stability over repeated judging (with `repeats` > 1)."""
     errors: list[str] = field(default_factory=list)
     """Metrics with rows in error or none scored, one line each (see `ragworks.eval._gate`)."""
     allow_errors: bool = False
@@ -77,6 +89,11 @@ class SuiteResult:
     elapsed_s: float = 0.0
     report: str = ""
     """The report's artifact path in the run."""
+
+    @property
+    def regressions(self) -> list[PairedMetric]:
+        """The metrics significantly worse than in the baseline run (paired test at its alpha)."""
+        return self.comparison.regressions if self.comparison is not None else []
 
     @property
     def passed(self) -> bool:
@@ -124,6 +141,7 @@ def run_suite(
     fail_under: Mapping[str, float] | None = None,
     allow_errors: bool = False,
     baseline_run_id: str | None = None,
+    repeats: int = 1,
     experiment: str | None = None,
     run_name: str | None = None,
     concurrency: int = 8,
@@ -143,7 +161,10 @@ def run_suite(
         k: the cut-off of the retrieval metrics.
         fail_under: minimum means, e.g. `{"faithfulness": 0.8}`; names must be metrics of the run.
         allow_errors: report metrics with rows in error (or none scored) without failing the run.
-        baseline_run_id: a previous run; metrics whose mean falls below its 95% interval regress.
+        baseline_run_id: a previous run of the same suite: rows are paired by their inputs and a
+            metric whose paired test (McNemar / Wilcoxon, alpha 0.05) says it got worse regresses.
+        repeats: judge each row this many times and report each judged metric's flip rate and
+            within-row variance (LLM judges call anew for each repeat instead of using the cache).
         experiment: MLflow experiment name (default: the active one).
         run_name: the MLflow run name (default: the suite name).
         concurrency: rows predicted and scored at once, and judge calls in flight (with
@@ -156,10 +177,13 @@ def run_suite(
     Raises:
         ConfigError: a `fail_under` name is not a metric of the run, or the judge lacks its key.
         EvalError: the suite, the target or a scorer name is invalid, the judge cannot be reached,
-            or MLflow failed.
+            the baseline run has no results table or shares no row with this run, or MLflow failed.
     """
     import mlflow
 
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, got {repeats}.")
+    baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
     plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
     if experiment:
         mlflow.set_experiment(experiment)
@@ -173,8 +197,16 @@ def run_suite(
         result.errors = failed_predictions(result.table["trace_id"], result.table["state"])
         result.errors += judged_errors(result.metrics, plan.names)
         result.errors += missing_traces(run.info, rows=len(plan.suite.rows))
-        if baseline_run_id:
-            result.regressions = compare_to_baseline(result.metrics, baseline_run_id)
+        if baseline is not None:
+            result.comparison = compare_tables(
+                baseline,
+                result.table,
+                list(result.metrics),
+                baseline=str(baseline_run_id),
+                current=run.info.run_id,
+            )
+        if repeats > 1:
+            result.repeats = _judge_again(plan, evaluation, result, repeats=repeats, k=k, workers=concurrency)
         log_result(
             result,
             rows=len(plan.suite.rows),
@@ -285,6 +317,24 @@ def _result(run_id: str, plan: _Plan, evaluation: EvaluationResult) -> SuiteResu
     )
 
 
+def _judge_again(
+    plan: _Plan, evaluation: EvaluationResult, result: SuiteResult, *, repeats: int, k: int, workers: int
+) -> dict[str, RepeatStats]:
+    """Judge every row `repeats - 1` more times with our judge scorers (see `ragworks.eval.repeats`)."""
+    names = [s.name for s in plan.judged if s.name in result.table]
+    if not names or evaluation.result_df is None:
+        return {}
+    first = {name: [as_float(v) for v in result.table[name]] for name in names}
+    return judge_again(
+        evaluation.result_df,
+        plan.suite.to_records(),
+        first,
+        lambda i: resolve_scorers(names, judge=repeat_judge(plan.judge, i), k=k),
+        repeats=repeats,
+        workers=workers,
+    )
+
+
 def _base_table(frame: pd.DataFrame, suite: EvalSuite) -> pd.DataFrame:
     import pandas as pd
 
@@ -292,6 +342,7 @@ def _base_table(frame: pd.DataFrame, suite: EvalSuite) -> pd.DataFrame:
     table["trace_id"] = list(frame["trace_id"]) if "trace_id" in frame else None
     table["state"] = [str(s) for s in frame["state"]] if "state" in frame else None
     requests = frame["request"] if "request" in frame else [r.inputs for r in suite.rows]
+    table[KEY_COLUMN] = row_keys(list(requests))  # pairs this run's rows with a later run's
     responses = frame["response"] if "response" in frame else [None] * len(frame)
     table["question"] = [question_of(r) for r in requests]
     table["answer"] = [answer_of(r)[:2000] for r in responses]
@@ -312,12 +363,13 @@ def run_example_suite(
 __all__ = [
     "BOOTSTRAP_SAMPLES",
     "MetricSummary",
-    "Regression",
+    "PairedComparison",
+    "PairedMetric",
+    "RepeatStats",
     "ScorerSpec",
     "SuiteResult",
     "bootstrap_ci",
     "check_judge",
-    "compare_to_baseline",
     "make_predict_fn",
     "resolve_scorers",
     "run_example_suite",

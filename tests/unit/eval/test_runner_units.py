@@ -9,8 +9,9 @@ import pytest
 
 from ragworks.errors import ConfigError
 from ragworks.eval.commands import parse_thresholds
+from ragworks.eval.paired import PairedComparison, compare_metric
 from ragworks.eval.report import histogram, render
-from ragworks.eval.runner import MetricSummary, Regression, SuiteResult, bootstrap_ci
+from ragworks.eval.runner import MetricSummary, SuiteResult, bootstrap_ci
 
 
 def test_bootstrap_interval_contains_the_mean_and_is_deterministic() -> None:
@@ -50,7 +51,12 @@ def test_reports_and_summary() -> None:
     assert passing.passed and passing.summary().endswith("PASSED")
     failing = _result(
         failures=["faithfulness: mean 0.500 < 0.8"],
-        regressions=[Regression(metric="faithfulness", baseline=0.9, current=0.5, bound=0.8)],
+        comparison=PairedComparison(
+            baseline="r0",
+            current="r1",
+            metrics=[compare_metric("faithfulness", [0.9] * 8, [0.5] * 8)],
+            paired=8,
+        ),
     )
     assert not failing.passed
     text = failing.summary()
