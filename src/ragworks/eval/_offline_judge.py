@@ -5,6 +5,10 @@ normalised, stop words weighted 0.5): score = supported share x exp(-novel / 3).
 BEGIN dev split (see `benchmarks/offline_judge_begin.py`), where it beats plain word overlap. With
 MiniLM, the score is blended geometrically (weight 0.2) with each sentence's best cosine to a
 context sentence, which forgives paraphrases.
+
+Answer relevance scores only the answer's prose (see `ragworks.eval._answer_form`): a refusal, a
+bare command or code, metadata or a pointer elsewhere scores 0, and prose that only restates the
+question at most ECHO_CAP; measured in `benchmarks/answer_relevance_nonanswers.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
+from ragworks.eval._answer_form import is_yes_no, split_answer, type_match
 from ragworks.eval.judges import Judgement
 
 _WORD = re.compile(r"\w+")
@@ -62,12 +67,32 @@ _NONCOMMITTAL = re.compile(
     r"(?:documents?|context|sources?)|unable to (?:find|answer|determine))",
     re.IGNORECASE,
 )
+_REFUSAL = re.compile(
+    r"\b(?:(?:do not|don't|does not|doesn't) have (?:enough |any |the )?(?:information|details|data)|"
+    r"(?:am|are|is) not able to (?:answer|find|say|help)|cannot (?:answer|help with|provide)|"
+    r"(?:no|not enough|insufficient) information (?:on|about|in|to)|"
+    r"(?:sources?|documents?|context|passages?) (?:do|does) not "
+    r"(?:say|mention|contain|cover|provide|include))",
+    re.IGNORECASE,
+)
+_GENERIC = frozenset(
+    {"question", "questions", "ask", "asked", "asks", "answer", "topic", "interesting", "good", "great"}
+    | {"concerns", "concern", "regarding", "you", "your", "we", "i", "that", "this", "it", "so"}
+)
+"""Words about the exchange itself, which add nothing to the question when an answer restates it."""
 STOP_WEIGHT = 0.5
 """Weight of a stop word in the novel-word count (content words weigh 1)."""
 NOVEL_SCALE = 3.0
 """exp(-novel / NOVEL_SCALE): each unsupported content word costs about a third."""
 DENSE_WEIGHT = 0.2
 """Geometric weight of the MiniLM similarity when the dense extra is used."""
+ECHO_CAP = 0.02
+"""The most an answer scores when its prose only restates the question."""
+INFORMATIVE_FLOOR = 0.05
+"""The least prose that says something beyond the question scores: above every non-answer."""
+SHORT_FLOOR = 0.6
+"""The least a short answer (SHORT_WORDS or fewer) of the type the question asks for scores."""
+SHORT_WORDS = 8
 FACT_COVERAGE = 0.6
 """A fact counts as stated when this share of its content words appear in the answer."""
 
@@ -107,6 +132,17 @@ def is_noncommittal(answer: str) -> bool:
     parts = sentences(answer)
     short = len(words(answer)) <= 25
     return short and bool(parts) and all(_NONCOMMITTAL.search(p) for p in parts)
+
+
+def is_refusal(answer: str) -> bool:
+    """True when the answer only declines, in the narrow wording of `is_noncommittal` or a wider one.
+
+    Faithfulness keeps the narrow one: a refusal it recognises scores 1.0 there, so it recognises few.
+    """
+    parts = sentences(answer)
+    short = len(words(answer)) <= 25
+    matched = short and bool(parts) and all(_NONCOMMITTAL.search(p) or _REFUSAL.search(p) for p in parts)
+    return matched or is_noncommittal(answer)
 
 
 def novel_words(sentence: str, known: set[str]) -> tuple[float, float, list[str]]:
@@ -196,7 +232,33 @@ class OfflineJudge:
         return _faithfulness_judgement(claims, stats, cosines, score)
 
     def answer_relevance(self, question: str, answer: str) -> Judgement:
-        """Share of the question's topic words the answer uses (with MiniLM: blended with cosine)."""
+        """Whether the answer's prose addresses the question; non-answers score 0 or near it.
+
+        A refusal, and an answer that is only a command, code, metadata or a pointer elsewhere,
+        scores 0; prose that only restates the question at most ECHO_CAP; the rest is scored by
+        question-term coverage (with MiniLM: blended with cosine), and a short answer of the type
+        the question asks for (a number for "how many") gets at least SHORT_FLOOR.
+        """
+        if is_refusal(answer):
+            return Judgement(
+                score=0.0, rationale="The answer is noncommittal.", details={"noncommittal": True}
+            )
+        parts = split_answer(_CITATION.sub("", answer))
+        if not words(parts.prose):
+            kinds = " / ".join(parts.kinds) or "empty"
+            return Judgement(
+                score=0.0,
+                rationale=f"The answer does not answer: it is only {kinds}.",
+                details={"non_answer": list(parts.kinds)},
+            )
+        judged = self._relevance(question, parts.prose, what="answer")
+        return _answer_form_judgement(question, parts.prose, parts.kinds, judged)
+
+    def term_relevance(self, question: str, answer: str) -> Judgement:
+        """The question-term score alone, refusals 0: answer relevance before the non-answer checks.
+
+        Kept so `benchmarks/answer_relevance_nonanswers.py` measures both in one run.
+        """
         if is_noncommittal(answer):
             return Judgement(
                 score=0.0, rationale="The answer is noncommittal.", details={"noncommittal": True}
@@ -248,6 +310,29 @@ class OfflineJudge:
         rationale = f"{len(facts) - len(missing)} of {len(facts)} expected facts stated"
         rationale += f"; missing: {'; '.join(missing)}." if missing else "."
         return Judgement(score=score, rationale=rationale, details={"facts": verdicts})
+
+
+def _answer_form_judgement(
+    question: str, prose: str, kinds: tuple[str, ...], judged: Judgement
+) -> Judgement:
+    """Cap prose that only restates the question; floor a short answer of the asked-for type."""
+    novel = content_stems(prose, drop=_QUESTION_WORDS | _GENERIC) - set(stems(words(question)))
+    score, rationale = judged.score, judged.rationale
+    details: dict[str, Any] = {**judged.details, "non_answer": list(kinds), "new_terms": len(novel)}
+    if not novel and not is_yes_no(question, prose):
+        score = min(score, ECHO_CAP)
+        rationale = "The answer only restates the question; it adds nothing. " + rationale
+    else:
+        score = max(score, INFORMATIVE_FLOOR)
+    if novel and len(words(prose)) <= SHORT_WORDS:
+        matched = type_match(question, prose)
+        details["type_match"] = matched
+        if matched and score < SHORT_FLOOR * matched:
+            score = SHORT_FLOOR * matched
+            rationale = f"A short answer of the type the question asks for. {rationale}"
+    if kinds:
+        rationale += f" Set aside as not answering: {', '.join(kinds)}."
+    return Judgement(score=round(score, 4), rationale=rationale, details=details)
 
 
 def _faithfulness_judgement(
