@@ -107,6 +107,7 @@ def _history(run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(metrics, key=lambda m: m.step)]
 
 
+@pytest.mark.slow  # 240 traces through MLflow's tracing: about 8 s on an idle 2-core machine
 def test_once_scores_exactly_the_sampled_share_and_none_twice() -> None:
     ids = _serve("monitor-200", 200)
     expected = {t for t in ids if _hash_sampled(t, 0.25)}

@@ -223,11 +223,14 @@ class Monitor:
         """Score the new sampled traces, log their assessments and the window's aggregates.
 
         Raises:
-            EvalError: the tracking store refused an assessment or the window's metrics (the
-                watermark then stays, so the next window tries those traces again).
+            EvalError: the tracking store could not be read, or refused an assessment or the
+                window's metrics (the watermark then stays, so the next window tries those traces again).
         """
         counts = {"read": 0, "sampled": 0, "already": 0, "not_ok": 0, "scored": 0}
-        todo, newest = self._select(counts)
+        try:
+            todo, newest = self._select(counts)
+        except Exception as exc:
+            raise EvalError(f"Could not read the traces of experiment {self.experiment_id}: {exc}") from exc
         tally = _Tally()
         for scored in self._score(todo):
             self._store(scored)
