@@ -291,6 +291,9 @@ def test_hostile_answers_and_documents_show_as_text(page: Any, site: Site) -> No
     hrefs = [a.get_attribute("href") or "" for a in log.find_elements(By.CSS_SELECTOR, "a:not(.cite)")]
     assert not [h for h in hrefs if not h.startswith("http")], hrefs
     assert page.execute_script("return window.__pwned") is None  # nothing ran
+    flood = "const t = '['.repeat(200000), s = performance.now(); ragworksMarkdown.render(t, {});"
+    took_ms = page.execute_script(flood + " return performance.now() - s;")
+    assert took_ms < 1000, took_ms  # an answer of 200,000 '[' does not freeze the page (~0.1 s)
     csp = httpx.get(site.url).headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 

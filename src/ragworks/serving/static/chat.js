@@ -13,6 +13,7 @@
   const tokenInput = document.getElementById("token");
   const SNIPPET_CHARS = 240;
   const FEEDBACK_TRIES = 5;
+  const RENDER_MS = 50;
 
   // history: the turns so far in Responses input format, resent whole when the server keeps no
   // conversations (or has lost this one); lastResponseId continues the server's copy otherwise.
@@ -143,6 +144,19 @@
     };
     view.answer.replaceChildren(md.render(text, { citation }));
     return cited;
+  }
+
+  // While streaming, render at most every RENDER_MS: each render is a whole pass over the answer.
+  function scheduleRender(view) {
+    if (view.timer) return;
+    const wait = Math.max(0, RENDER_MS - (performance.now() - (view.renderedAt || 0)));
+    view.timer = setTimeout(() => {
+      view.timer = null;
+      view.renderedAt = performance.now();
+      if (view.turn.classList.contains("done") || view.turn.classList.contains("error")) return;
+      renderAnswer(view, view.text, null);
+      log.scrollTop = log.scrollHeight;
+    }, wait);
   }
 
   function focusSource(view, n) {
@@ -317,8 +331,7 @@
         view.text += event.delta;
         view.turn.dataset.deltas = String(++view.deltas);
         view.turn.classList.remove("pending");
-        renderAnswer(view, view.text, null);
-        log.scrollTop = log.scrollHeight;
+        scheduleRender(view);
       } else if (event.type === "response.output_item.done") {
         result.items += itemText(event.item);
         if (event.custom_outputs && event.custom_outputs.sources) result.sources = event.custom_outputs.sources;

@@ -11,9 +11,16 @@
   const NUMBERED = /^\s{0,3}(\d{1,9})[.)]\s+(.*)$/;
   const HEADING = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
   const QUOTE = /^\s{0,3}>\s?(.*)$/;
-  const CITATION = /^\[(\d{1,4})\]/;
-  const LINK = /^\[([^\]\n]{1,500})\]\(\s*<?([^\s<>()]{1,2000})>?\s*\)/;
-  const AUTOLINK = /^https?:\/\/[^\s<>()[\]"']+/;
+  // Sticky (y) patterns match at lastIndex in the whole text: no copy of the rest per character.
+  const CITATION = /\[(\d{1,4})\]/y;
+  const LINK = /\[([^[\]\n]{1,500})\]\(\s*<?([^\s<>()]{1,2000})>?\s*\)/y;
+  const AUTOLINK = /https?:\/\/[^\s<>()[\]"']+/y;
+  const TICKS = /`+/y;
+
+  function matchAt(pattern, text, at) {
+    pattern.lastIndex = at;
+    return pattern.exec(text);
+  }
 
   /** The href for `url` when it is an absolute http(s) URL, else null (javascript:, data:, relative...). */
   function safeHref(url) {
@@ -46,14 +53,13 @@
     let i = 0;
     while (i < text.length) {
       const c = text[i];
-      const rest = text.slice(i);
       if (c === "\\" && i + 1 < text.length && PUNCTUATION.includes(text[i + 1])) {
         buffer += text[i + 1];
         i += 2;
         continue;
       }
       if (c === "`") {
-        const ticks = /^`+/.exec(rest)[0];
+        const ticks = matchAt(TICKS, text, i)[0];
         const end = closed.has(ticks) ? -1 : text.indexOf(ticks, i + ticks.length);
         if (end < 0) {
           closed.add(ticks);
@@ -69,7 +75,7 @@
         continue;
       }
       if (c === "[") {
-        const cite = CITATION.exec(rest);
+        const cite = matchAt(CITATION, text, i);
         if (cite && options.citation) {
           const node = options.citation(Number(cite[1]), cite[0]);
           if (node) {
@@ -79,7 +85,7 @@
             continue;
           }
         }
-        const match = inLink ? null : LINK.exec(rest);
+        const match = inLink ? null : matchAt(LINK, text, i);
         if (match) {
           const href = safeHref(match[2]);
           if (href) {
@@ -93,7 +99,7 @@
         }
       }
       if (c === "h" && !inLink && (i === 0 || !/\w/.test(text[i - 1]))) {
-        const bare = AUTOLINK.exec(rest);
+        const bare = matchAt(AUTOLINK, text, i);
         if (bare) {
           const url = bare[0].replace(/[.,;:!?]+$/, "");
           const href = safeHref(url);
