@@ -21,6 +21,7 @@ from click.testing import Result
 from mlflow.entities import Document, SpanType
 from typer.testing import CliRunner
 
+from ragworks.eval import _monitor_traces as monitor_traces
 from ragworks.eval._monitor_traces import MONITOR_KEY
 from ragworks.eval.monitor import Monitor, watch
 from ragworks.eval.monitor_commands import register
@@ -108,7 +109,8 @@ def _history(run_id: str, key: str) -> list[float]:
 
 
 @pytest.mark.slow  # 240 traces through MLflow's tracing: about 8 s on an idle 2-core machine
-def test_once_scores_exactly_the_sampled_share_and_none_twice() -> None:
+def test_once_scores_exactly_the_sampled_share_and_none_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(monitor_traces, "PAGE_SIZE", 64)  # several pages of search_traces per window
     ids = _serve("monitor-200", 200)
     expected = {t for t in ids if _hash_sampled(t, 0.25)}
     assert 30 < len(expected) < 70  # the rule samples about a quarter
