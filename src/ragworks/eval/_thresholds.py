@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ragworks.errors import ConfigError
-from ragworks.eval.judges import Judge, Judgement
+from ragworks.eval.judges import Judge, Judgement, get_judge
 
 
 def write_thresholds(
@@ -122,3 +122,15 @@ class ThresholdJudge:
             question, answer, expected_response=expected_response, expected_facts=expected_facts
         )
         return _decide("correctness", judged, self.thresholds.get("correctness"))
+
+
+def with_thresholds(judge: str | Judge, path: str | Path | None, *, concurrency: int = 8) -> str | Judge:
+    """The judge wrapped to decide pass / fail at the thresholds in `path` (unchanged when None).
+
+    Raises:
+        ConfigError: the file is missing, malformed, or calibrated for another judge.
+    """
+    if path is None:
+        return judge
+    resolved = get_judge(judge, concurrency=concurrency) if isinstance(judge, str) else judge
+    return ThresholdJudge(resolved, load_thresholds(path, judge=resolved.name))

@@ -41,6 +41,7 @@ from ragworks.eval._stats import (
     summarise,
 )
 from ragworks.eval._targets import PredictFn, Target, bounded, make_predict_fn
+from ragworks.eval._thresholds import with_thresholds
 from ragworks.eval.judges import Judge, get_judge
 from ragworks.eval.paired import (
     KEY_COLUMN,
@@ -147,6 +148,7 @@ def run_suite(
     concurrency: int = 8,
     report_format: str = "html",
     prefetch: bool = True,
+    judge_thresholds: str | Path | None = None,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
 
@@ -170,6 +172,8 @@ def run_suite(
         concurrency: rows predicted and scored at once, and judge calls in flight (with
             `prefetch=False`, MLflow's harness sizes its own pools: MLFLOW_GENAI_EVAL_MAX_WORKERS).
         report_format: `html` (with a score histogram per metric) or `md`.
+        judge_thresholds: a file `ragworks eval calibrate --thresholds-out` wrote: each judgement of a
+            calibrated metric then says pass / fail at its threshold (`passed` in its details).
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
             `predict_fn` to `evaluate` and lets its harness do both (several times slower).
@@ -184,6 +188,7 @@ def run_suite(
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}.")
     baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
+    judge = with_thresholds(judge, judge_thresholds, concurrency=concurrency)
     plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
     if experiment:
         mlflow.set_experiment(experiment)

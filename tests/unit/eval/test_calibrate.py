@@ -200,3 +200,21 @@ def test_calibrate_reproduces_the_begin_benchmark_auroc_on_a_slice(tmp_path: Pat
     assert report.metrics["faithfulness"].auroc.value == pytest.approx(
         roc_auc_score(labels, scores), abs=0.005
     )
+
+
+def test_run_suite_wraps_the_judge_with_thresholds_and_the_scorer_logs_the_verdict(tmp_path: Path) -> None:
+    from ragworks.eval._thresholds import with_thresholds
+    from ragworks.eval.scorers import make_scorer
+
+    path = tmp_path / "t.json"
+    write_thresholds(path, {"answer_relevance": 0.5}, judge="offline:lexical", labels="x")
+    assert with_thresholds("offline:lexical", None) == "offline:lexical"
+    wrapped = with_thresholds("offline:lexical", path)
+    assert isinstance(wrapped, ThresholdJudge) and wrapped.name == "offline:lexical"
+    with pytest.raises(ConfigError, match="calibrated for judge"):
+        with_thresholds(get_judge("offline:lexical").__class__(dense=True), path)
+    scorer = make_scorer("answer_relevance", judge=wrapped)
+    feedback = scorer(inputs={"question": "What is BM25?"}, outputs="See the blog post.")
+    details = json.loads(feedback.metadata["details"])
+    assert details["passed"] is False and details["threshold"] == 0.5
+    assert feedback.rationale.startswith("FAIL (answer_relevance 0.000 < calibrated threshold 0.5)")
