@@ -46,6 +46,7 @@ from ragworks.serving.auth import BearerAuthMiddleware
 from ragworks.serving.conversations import add_conversation_routes
 from ragworks.serving.conversations import attach as attach_state
 from ragworks.serving.errors import handle_error, install_error_handlers
+from ragworks.serving.feedback import add_feedback_routes
 from ragworks.serving.limits import LimitsMiddleware, ServingLimits
 from ragworks.serving.metrics import install_metrics
 from ragworks.serving.state import ConversationStore
@@ -97,6 +98,7 @@ def build_app(
     app.state.ragworks = runtime
     install_error_handlers(app)
     _add_routes(app, runtime)
+    add_feedback_routes(app)  # POST /v1/feedback: an MLflow assessment on the answer's trace
     _openapi.document(app)
     app.add_middleware(LimitsMiddleware, limits=limits)
     if token:

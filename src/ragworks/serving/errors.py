@@ -4,6 +4,7 @@ HTTP status   type                    raised by
 400           invalid_request_error   malformed JSON, wrong types, empty or too long input, ConfigError
 401           authentication_error    missing or wrong bearer token
 404 / 405     not_found_error         unknown route or method
+409           conflict_error          feedback for a trace still waiting to be stored (Retry-After)
 413           invalid_request_error   body larger than the limit
 500           server_error            an unexpected failure (logged with its traceback, once)
 502           server_error            RetrievalError, ModelError (a backend failed)
@@ -37,6 +38,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "not_found_error",
+    409: "conflict_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     503: "server_overloaded",
