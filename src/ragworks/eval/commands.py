@@ -62,6 +62,14 @@ def eval_command(
     repeats: Annotated[
         int, typer.Option("--repeats", min=1, help="Judge each row N times; report flip rates.")
     ] = 1,
+    judge_thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            "--judge-thresholds",
+            envvar="RAGWORKS_JUDGE_THRESHOLDS",
+            help="A file `eval calibrate --thresholds-out` wrote: judgements pass / fail at its thresholds.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate an agent on a suite, log the run to MLflow, and exit 1 when a threshold fails.
 
@@ -91,6 +99,7 @@ def eval_command(
         repeats=repeats,
         experiment=experiment,
         concurrency=concurrency,
+        judge_thresholds=judge_thresholds,
     )
     typer.echo(result.summary())
     typer.echo(f"MLflow run {result.run_id} (report artifact: {result.report})")
