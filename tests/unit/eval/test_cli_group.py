@@ -29,3 +29,10 @@ def test_run_is_also_a_named_subcommand_and_help_lists_the_group(tmp_path: Path)
     assert named.exit_code == 1 and "Say what to evaluate" in named.output
     listed = runner.invoke(app, ["eval", "-h"])
     assert listed.exit_code == 0 and "run" in listed.output and "Commands" in listed.output
+
+
+def test_export_feedback_is_a_subcommand_with_required_options(tmp_path: Path) -> None:
+    listed = runner.invoke(app, ["eval", "-h"])
+    assert "export-feedback" in listed.output
+    missing = runner.invoke(app, ["eval", "export-feedback", "-o", str(tmp_path / "s.yaml")])
+    assert missing.exit_code == 2 and "--experiment" in missing.output
