@@ -193,6 +193,25 @@ def test_traces_with_expectations_are_graded_and_the_rest_marked_done() -> None:
     assert "scored 0 traces (4 sampled of 4 read, 4 scored before" in second.output, second.output
 
 
+def test_a_trace_deleted_after_it_was_read_is_skipped_and_counted() -> None:
+    ids = _serve("monitor-retention", 5)
+
+    class Retention(Monitor):
+        """Retention deletes a selected trace before the monitor fetches it."""
+
+        def _select(self, counts: dict[str, int]) -> Any:
+            todo, newest = super()._select(counts)
+            mlflow.MlflowClient().delete_traces(self.experiment_id, trace_ids=[todo[0][0]])
+            return todo, newest
+
+    monitor = Retention("monitor-retention", sample=1.0, scorers=["faithfulness"], judge="offline:lexical")
+    result = watch(monitor, every=None)
+    assert result.passed and result.counts["scored"] == 4 and result.counts["gone"] == 1
+    assert "1 deleted meanwhile" in result.summary()
+    assert sum(1 for marks in _assessments("monitor-retention").values() if marks) == 4
+    assert len(_assessments("monitor-retention")) == 4 and set(_assessments("monitor-retention")) < set(ids)
+
+
 def test_every_runs_windows_and_new_traces_land_in_the_next() -> None:
     _serve("monitor-every", 10)
     monitor = Monitor("monitor-every", sample=1.0, scorers=["answer_relevance"], judge="offline:lexical")

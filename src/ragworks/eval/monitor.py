@@ -95,7 +95,8 @@ class WindowResult:
     run_id: str
     counts: dict[str, int]
     """read (trace infos read), sampled, already (sampled, scored before), not_ok (sampled, the
-    request failed or is still running: not graded), scored (graded in this window)."""
+    request failed or is still running: not graded), scored (graded in this window), gone
+    (deleted between being read and being scored: skipped)."""
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     """Thresholds that did not hold."""
@@ -111,10 +112,11 @@ class WindowResult:
     def summary(self) -> str:
         """A few plain-text lines: the counts, one line per scorer, the verdict."""
         c = self.counts
+        gone = f", {c['gone']} deleted meanwhile" if c.get("gone") else ""
         lines = [
             f"Window {self.window}: scored {c['scored']} traces "
             f"({c['sampled']} sampled of {c['read']} read, {c['already']} scored before, "
-            f"{c['not_ok']} failed or unfinished)"
+            f"{c['not_ok']} failed or unfinished{gone})"
         ]
         for name, m in self.metrics.items():
             value = f"{m.mean:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]" if m.n else "no value"
@@ -165,6 +167,8 @@ class _Scored:
     feedbacks: list[Feedback]
     before: set[str]
     ran: set[str]
+    gone: bool = False
+    """The trace was deleted (e.g. by retention) after it was selected."""
 
 
 class Monitor:
@@ -226,14 +230,16 @@ class Monitor:
             EvalError: the tracking store could not be read, or refused an assessment or the
                 window's metrics (the watermark then stays, so the next window tries those traces again).
         """
-        counts = {"read": 0, "sampled": 0, "already": 0, "not_ok": 0, "scored": 0}
+        counts = {"read": 0, "sampled": 0, "already": 0, "not_ok": 0, "scored": 0, "gone": 0}
         try:
             todo, newest = self._select(counts)
         except Exception as exc:
             raise EvalError(f"Could not read the traces of experiment {self.experiment_id}: {exc}") from exc
         tally = _Tally()
         for scored in self._score(todo):
-            self._store(scored)
+            if scored.gone or not self._store(scored):
+                counts["gone"] += 1
+                continue
             for feedback in scored.feedbacks:
                 tally.add(feedback)
             counts["scored"] += 1
@@ -278,7 +284,12 @@ class Monitor:
 
         def one(item: tuple[str, set[str]]) -> _Scored:
             trace_id, before = item
-            trace = self.client.get_trace(trace_id)
+            try:
+                trace = self.client.get_trace(trace_id)
+            except Exception as exc:
+                if not _is_gone(exc):
+                    raise
+                return _Scored(trace_id=trace_id, feedbacks=[], before=before, ran=set(), gone=True)
             scorers = [s for s in self.scorers if s.name not in before]
             feedbacks = [f for s in scorers for f in _run_scorer(s, trace)]
             ran = {s.name for s in scorers}
@@ -289,9 +300,10 @@ class Monitor:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo))) as pool:
             yield from pool.map(one, todo)
 
-    def _store(self, scored: _Scored) -> None:
+    def _store(self, scored: _Scored) -> bool:
         """Log the feedbacks on the trace (they mark their scorers done); a scorer that graded
-        nothing is marked in the trace's tag instead, so it does not run again."""
+        nothing is marked in the trace's tag instead, so it does not run again. False when the
+        trace was deleted meanwhile."""
         import mlflow
 
         try:
@@ -309,12 +321,20 @@ class Monitor:
                 done = ",".join(sorted(scored.before | scored.ran))
                 self.client.set_trace_tag(scored.trace_id, T.SCORED_TAG, done)
         except Exception as exc:
+            if _is_gone(exc):
+                return False
             where = f"trace {scored.trace_id}"
             raise EvalError(f"Could not store the monitor's assessments on {where}: {exc}") from exc
+        return True
 
     def close(self, *, status: str = "FINISHED") -> None:
         """End the monitor run (a later monitor reopens it and carries on from its watermark)."""
         close_monitor_run(self.client, self.run, status=status)
+
+
+def _is_gone(exc: Exception) -> bool:
+    """True for MLflow's answer about a trace that does not exist (any more)."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
 def _run_scorer(scorer: Scorer, trace: Trace) -> list[Feedback]:
