@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import mlflow
 import pytest
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -27,6 +28,8 @@ from ragworks.agents.responses_agent import RagResponsesAgent
 from ragworks.config import AgentConfig
 from ragworks.errors import RetrievalError
 from ragworks.serving import build_app, serve_in_thread
+from ragworks.serving._dispatch import RESPONSE_ID_TAG
+from ragworks.serving.feedback import FEEDBACK_NAME
 from ragworks.testing import ScriptedChatModel
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -312,12 +315,21 @@ def test_pending_indicator_until_the_first_token(page: Any, site: Site) -> None:
     assert "Done now" in turn.text
 
 
-def test_feedback_posts_the_response_id_value_and_comment(page: Any, site: Site) -> None:
+@pytest.fixture()
+def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every answer traced (the suite may run with sampling off), so feedback has a trace to land on."""
+    monkeypatch.setenv("MLFLOW_TRACE_SAMPLING_RATIO", "1")
+    mlflow.tracing.reset()
+    yield
+    monkeypatch.undo()
+    mlflow.tracing.reset()
+
+
+@pytest.mark.usefixtures("traced")
+def test_feedback_lands_on_the_answers_trace(page: Any, site: Site) -> None:
     waiting = {"error": {"message": "The answer's trace is not stored yet.", "type": "conflict"}}
     replies = [_json(409, waiting, **{"Retry-After": "0.1"})]  # the trace still on its way: retried
-    site.recorder.fakes["/v1/feedback"] = lambda body: (
-        replies.pop() if replies else _json(200, {"id": "a-1"})
-    )
+    site.recorder.fakes["/v1/feedback"] = lambda body: replies.pop() if replies else None  # then ours
     site.reply("Folders [1].")
     _ask(page, "What is an index?")
     turn = _answered(page, 1)
@@ -325,7 +337,7 @@ def test_feedback_posts_the_response_id_value_and_comment(page: Any, site: Site)
     assert response_id.startswith("resp")
     turn.find_element(By.CSS_SELECTOR, "button.thumb.down").click()
     status = turn.find_element(By.CSS_SELECTOR, ".feedback .status")
-    WebDriverWait(page, 10).until(lambda d: "sent" in status.get_attribute("class"))
+    WebDriverWait(page, WAIT_S).until(lambda d: "sent" in status.get_attribute("class"))
     turn.find_element(By.CSS_SELECTOR, "textarea.comment").send_keys("It missed part 2.")
     turn.find_element(By.CSS_SELECTOR, "button.send-comment").click()
     WebDriverWait(page, 5).until(lambda d: len(site.recorder.bodies("/v1/feedback")) == 3)
@@ -336,8 +348,21 @@ def test_feedback_posts_the_response_id_value_and_comment(page: Any, site: Site)
     ]
     headers = [h for p, _, h in site.recorder.posts if p == "/v1/feedback"]
     assert all(h["authorization"] == f"Bearer {TOKEN}" for h in headers)
-    WebDriverWait(page, 5).until(lambda d: "sent" in status.get_attribute("class"))
+    WebDriverWait(page, WAIT_S).until(lambda d: "sent" in status.get_attribute("class"))
     assert "recorded" in status.text
+    found = mlflow.search_traces(
+        filter_string=f"feedback.`{FEEDBACK_NAME}` IS NOT NULL", return_type="list", flush=True
+    )
+    (trace,) = [t for t in found if t.info.tags.get(RESPONSE_ID_TAG) == response_id]
+    verdicts = [
+        (a.value, a.rationale, a.source.source_type)
+        for a in trace.info.assessments
+        if a.name == FEEDBACK_NAME
+    ]
+    assert sorted(verdicts, key=lambda v: v[1] or "") == [
+        (False, None, "HUMAN"),  # the thumb at once
+        (False, "It missed part 2.", "HUMAN"),  # then the comment with it
+    ]
     site.recorder.fakes["/v1/feedback"] = lambda body: _json(
         404, {"error": {"message": "No response 'resp_x' is stored.", "type": "invalid_request_error"}}
     )

@@ -237,7 +237,7 @@
     send.type = "button";
     send.hidden = true;
     let value = null;
-    const thumbs = [[true, "👍", "Good answer"], [false, "👎", "Bad answer"]].map(([v, face, name]) => {
+    const thumbs = [[true, "👍 Good", "Good answer"], [false, "👎 Bad", "Bad answer"]].map(([v, face, name]) => {
       const button = el("button", "secondary thumb " + (v ? "up" : "down"), face);
       button.type = "button";
       button.setAttribute("aria-label", name);
