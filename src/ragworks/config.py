@@ -99,6 +99,12 @@ class ServingConfig(_Strict):
     max_responses: int = Field(default=100_000, ge=1)
     """The oldest stored responses beyond this many are forgotten."""
 
+    @field_validator("state", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # Any: raw YAML, where an unquoted `off` is the boolean false
+        return "off" if value is False or value is None else value
+
 
 class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
@@ -162,7 +168,7 @@ class AgentConfig(_Strict):
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of fields, not {type(raw).__name__}.")
-        return _paths_from(_validate(cls, raw, source=str(path)), path.parent)
+        return _state_from(_paths_from(_validate(cls, raw, source=str(path)), path.parent), path.parent)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """Dump the config as YAML (fields at their defaults included); write it if `path` is given."""
@@ -190,6 +196,23 @@ def _paths_from(cfg: AgentConfig, base: Path) -> AgentConfig:
         return cfg
     moved = cfg.model_copy(deep=True)
     moved.retriever.index = str((base / index).resolve())
+    return moved
+
+
+_NOT_PATHS = frozenset({"auto", "off", "none", "false", ""})
+"""`serving.state` values that name no file."""
+
+
+def _state_from(cfg: AgentConfig, base: Path) -> AgentConfig:
+    """A copy of `cfg` whose relative SQLite `serving.state` path, as the file writes it, is under `base`."""
+    state = cfg.serving.state
+    if "state" not in cfg.serving.model_fields_set or state.lower() in _NOT_PATHS or "://" in state:
+        return cfg
+    path = Path(state).expanduser()
+    if path.is_absolute():
+        return cfg
+    moved = cfg.model_copy(deep=True)
+    moved.serving.state = str((base / path).resolve())
     return moved
 
 

@@ -157,7 +157,7 @@ class ConversationStore:
                 stored.checkpoint_id,
                 stored.trace_id,
                 stored.created_at,
-                json.dumps(stored.body),
+                json.dumps(stored.body, default=str),  # model_dump in python mode may hold a datetime
             ),
         )
         with self._lock:
