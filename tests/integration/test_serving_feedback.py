@@ -21,6 +21,7 @@ import openai
 import pytest
 import yaml
 from mlflow.entities import Feedback
+from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from ragworks.agents import build_agent
@@ -169,6 +170,25 @@ def test_feedback_while_traces_still_wait_for_the_store_is_a_409(
     assert answer.status_code == 409, answer.text
     assert answer.headers["Retry-After"] == "2"
     assert "still being stored" in answer.json()["error"]["message"]
+
+
+def test_a_store_that_refuses_the_feedback_is_a_502_not_a_200(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = {"x-mlflow-return-trace-id": "true"}
+    answer = httpx.post(base_url + "/v1/responses", json={"input": QUESTION}, headers=headers, timeout=30)
+    trace_id = answer.json()["metadata"]["trace_id"]
+
+    def read_only(**_: object) -> None:
+        raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly database")
+
+    monkeypatch.setattr(mlflow, "log_feedback", read_only)
+    posted = httpx.post(base_url + "/v1/feedback", json={"trace_id": trace_id, "value": True}, timeout=30)
+    assert posted.status_code == 502, posted.text
+    error = posted.json()["error"]
+    assert error["code"] == "tracking_store_error" and "readonly database" in error["message"]
+    monkeypatch.undo()
+    assert feedbacks(trace_id) == []
 
 
 BAD = {
