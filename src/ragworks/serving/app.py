@@ -160,8 +160,7 @@ def _add_info_routes(app: FastAPI, runtime: Runtime) -> None:
         "agent_api": "responses",
     }
     agent = getattr(runtime.runner.agent, "agent", runtime.runner.agent)  # inside ServedAgent
-    conversations = getattr(runtime, "state", None) is not None
-    about = describe_agent(agent, name=runtime.model_name, conversations=conversations)
+    about = describe_agent(agent, name=runtime.model_name, conversations=runtime.state is not None)
 
     @app.get("/agent/info", summary="What AgentServer reports about the agent, and ragworks' own facts")
     async def agent_info() -> dict[str, Any]:
