@@ -17,7 +17,7 @@
 
   // history: the turns so far in Responses input format, resent whole when the server keeps no
   // conversations (or has lost this one); lastResponseId continues the server's copy otherwise.
-  const chat = { history: [], ids: [], lastResponseId: null, conversations: false, info: null, answers: 0 };
+  const chat = { history: [], ids: [], lastResponseId: null, conversations: false, info: null, answers: 0, epoch: 0 };
   window.ragworksChat = chat;
 
   const LOST_CONVERSATION = "previous_response_not_found";  // OpenAI's error code, ours too
@@ -75,7 +75,10 @@
   async function loadInfo() {
     try {
       const response = await request("agent/info", { headers: authHeaders() });
-      if (response.status === 401) throw new Error("Enter the API token above to see which agent this server runs.");
+      if (response.status === 401) {
+        const refused = tokenInput.value.trim() ? "The server refused the API token. " : "";
+        throw new Error(refused + "Enter the server's API token above to see which agent it runs.");
+      }
       if (!response.ok) throw await serverError(response);
       chat.info = await response.json();
       chat.conversations = Boolean(chat.info.ragworks && chat.info.ragworks.conversations);
@@ -380,8 +383,10 @@
     addUserTurn(text);
     const view = newAnswerView();
     const userItem = { role: "user", content: text };
+    const epoch = chat.epoch;
     try {
       const result = await converse(userItem, view);
+      if (epoch !== chat.epoch) return;  // "New chat" was pressed meanwhile: this answer is not part of it
       view.turn.classList.remove("pending");
       const cited = renderAnswer(view, view.text, result.sources || []);
       renderSources(view, result.sources, cited);
@@ -408,6 +413,7 @@
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
   });
   document.getElementById("clear").addEventListener("click", () => {
+    chat.epoch += 1;
     chat.history.length = 0;
     chat.ids.length = 0;
     chat.lastResponseId = null;
