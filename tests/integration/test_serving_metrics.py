@@ -92,10 +92,14 @@ def test_a_failing_model_is_a_502_counted_by_kind(docs_index: str, monkeypatch: 
             reply = httpx.post(url + "/v1/responses", json={"input": QUESTION}, headers=sent)
             assert reply.status_code == 502, reply.text
             assert reply.headers["x-request-id"] == "r-502"
+            stub.enqueue(StubReply(content="The index holds chunks and vectors.", fault="drop"))
+            broken = httpx.post(url + "/v1/responses", json={"input": QUESTION, "stream": True})
+            assert broken.status_code == 200 and '"type": "error"' in broken.text  # the stream's end
             found = samples(url)
     route = "/v1/responses"
     assert value(found, "ragworks_requests_total", route=route, method="POST", status="502") == 1
-    assert value(found, "ragworks_errors_total", route=route, kind="model_error") == 1
+    assert value(found, "ragworks_requests_total", route=route, method="POST", status="200") == 1
+    assert value(found, "ragworks_errors_total", route=route, kind="model_error") == 2  # answer, stream
     assert value(found, "ragworks_requests_in_flight") == 0
 
 
