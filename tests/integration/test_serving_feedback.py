@@ -130,6 +130,20 @@ def test_feedback_by_trace_id_with_a_rating(base_url: str) -> None:
     assert [f.value for f in feedbacks(trace_id)] == [4]
 
 
+def test_feedback_on_a_streamed_answer_names_the_id_of_its_created_event(base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused")
+    events = list(client.responses.create(model="ragworks", input=QUESTION, stream=True))
+    created = next(e for e in events if e.type == "response.created")
+    completed = next(e for e in events if e.type == "response.completed")
+    assert completed.response.id == created.response.id
+    body = {"response_id": created.response.id, "value": True, "comment": "clear"}
+    posted = httpx.post(base_url + "/v1/feedback", json=body, timeout=30)
+    assert posted.status_code == 200, posted.text
+    trace = mlflow.get_trace(posted.json()["trace_id"])
+    assert trace is not None and trace.info.tags[RESPONSE_ID_TAG] == created.response.id
+    assert [f.rationale for f in feedbacks(trace.info.trace_id)] == ["clear"]
+
+
 def test_feedback_that_arrives_before_its_trace_waits_for_it(base_url: str) -> None:
     response_id = f"resp_{uuid.uuid4().hex}"
 
