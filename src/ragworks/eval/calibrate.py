@@ -196,10 +196,13 @@ def _metrics_of(rows: Sequence[LabelledRow], scorers: Sequence[str] | None) -> l
 
 def _score_all(judge: Judge, metric: str, rows: Sequence[LabelledRow], workers: int) -> list[float]:
     prefetch = getattr(judge, "prefetch", None)
-    if callable(prefetch):  # the dense offline judge embeds everything in one batch
-        prefetch(
-            [r.answer for r in rows] + [c for r in rows for c in r.contexts] + [r.question for r in rows]
-        )
+    if callable(prefetch):  # the dense offline judge embeds, in one batch, the texts this metric reads
+        texts = {
+            "faithfulness": [r.answer for r in rows] + [c for r in rows for c in r.contexts],
+            "answer_relevance": [r.question for r in rows] + [r.answer for r in rows],
+            "context_relevance": [r.question for r in rows] + [c for r in rows for c in r.contexts],
+        }.get(metric, [r.answer for r in rows])
+        prefetch(list(dict.fromkeys(texts)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(lambda r: score_row(judge, metric, r), rows))
 
