@@ -163,14 +163,18 @@ class ServingMetrics:
             self.errors.labels(route, kind).inc()
         if self.multiprocess_dir is not None and end - self._synced_at >= SYNC_INTERVAL_S:
             self._synced_at = end
-            self.sync()
+            self.sync_traces()  # in memory, cheap; the conversation count (a query) waits for a scrape
 
-    def sync(self) -> None:
-        """Copy the trace export's counts and the conversation count into the metrics."""
+    def sync_traces(self) -> None:
+        """Copy the trace export's counts into the metrics."""
         stats = self._trace_stats()
         self.trace_export_batched.set(0 if stats is None else 1)
         if stats is not None:
             self._sync_traces(stats)
+
+    def sync(self) -> None:
+        """Copy the trace export's counts and the conversation count into the metrics."""
+        self.sync_traces()
         try:
             count = self._conversations()
         except Exception as exc:  # a store that cannot count must not break the scrape
