@@ -56,7 +56,7 @@ def _app(docs_index: str, model: ScriptedChatModel, state: str) -> tuple[FastAPI
 
 
 def _client(url: str) -> OpenAI:
-    return OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+    return OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def _turns(prompt: list[BaseMessage]) -> list[tuple[str, str]]:
@@ -207,6 +207,19 @@ def _checkpoints(store: ConversationStore) -> int:
     return sum(1 for _ in store.checkpointer.list(None))
 
 
+@pytest.fixture()
+def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every answer traced (the suite may run with sampling off)."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACE_SAMPLING_RATIO", "1")
+    mlflow.tracing.reset()
+    yield
+    monkeypatch.undo()
+    mlflow.tracing.reset()
+
+
+@pytest.mark.usefixtures("traced")
 def test_mlflow_routes_store_only_when_asked_and_the_session_is_the_conversation(
     docs_index: str, tmp_path: Path
 ) -> None:
@@ -246,3 +259,21 @@ def test_serve_with_an_unreachable_store_exits_with_one_line(docs_index: str, tm
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "serving.state=postgresql://u:***@127.0.0.1:9/x" in errors[0]
+
+
+def test_a_store_that_fails_while_serving_is_a_503_and_store_false_still_answers(
+    docs_index: str, tmp_path: Path
+) -> None:
+    model = ScriptedChatModel(responses=["Fine."], repeat_last=True)
+    app, store = _app(docs_index, model, str(tmp_path / "s.db"))
+    with serve_in_thread(app) as url:
+        client = _client(url)
+        first = client.responses.create(model="chat", input="Question?")
+        store.close()  # the database goes away under the running server
+        for kwargs in ({}, {"previous_response_id": first.id}):
+            with pytest.raises(openai.InternalServerError) as caught:
+                client.responses.create(model="chat", input="Again?", **kwargs)  # type: ignore[arg-type]
+            assert caught.value.status_code == 503
+            assert "serving.state=" in caught.value.message and "store" in caught.value.message
+        assert client.responses.create(model="chat", input="Alone?", store=False).output_text == "Fine."
+        assert httpx.get(f"{url}/health").status_code == 200

@@ -24,6 +24,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.agent import ChatContext
 from mlflow.types.responses import ResponsesAgentRequest
 
 from ragworks.agents._thread import THREAD_KEY, Thread
@@ -100,12 +101,13 @@ async def begin(
         checkpoint_id=checkpoint_id,
         keep=keep,
     )
-    update: dict[str, Any] = {
+    update = {
         "custom_inputs": {**(request.custom_inputs or {}), THREAD_KEY: thread.as_input()},
-        "context": {"conversation_id": thread.thread_id, "user_id": context.user_id if context else None},
+        "context": ChatContext(
+            conversation_id=thread.thread_id, user_id=context.user_id if context else None
+        ),
     }
-    run = request.model_validate({**request.model_dump(exclude_none=True), **update})
-    return run, Turn(thread=thread, previous_response_id=previous)
+    return request.model_copy(update=update), Turn(thread=thread, previous_response_id=previous)
 
 
 def response_fields(turn: Turn, metadata: dict[str, str] | None) -> dict[str, Any]:

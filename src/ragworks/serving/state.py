@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from ragworks.agents._thread import RESPONSE_METADATA_KEY
 from ragworks.errors import ConfigError
+from ragworks.serving.errors import HTTPProblem
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +83,85 @@ class StoredResponse:
     """The Responses body as the client received it."""
 
 
-class _Database:
-    """Our table's SQL on either backend: `?` placeholders, rows as tuples."""
+class _RecordsEnds:
+    """Mixin for a checkpointer: remember the checkpoint each response's run ended on, as it is written.
 
-    def __init__(self, run: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]], close: Callable[[], None]):
-        self._run, self.close = run, close
+    Saves the server reading the checkpoint back (and deserialising the conversation) to find it.
+    """
+
+    _ENDS_KEPT = 4096
+    _ends: OrderedDict[str, str]
+    _faults: tuple[type[BaseException], ...] = ()
+    """The backend's own errors, answered as `StateUnavailable` (503) while serving."""
+    _where = ""
+
+    def get_tuple(self, config: Any) -> Any:
+        """The saver's own `get_tuple`; its backend's errors become `StateUnavailable`."""
+        try:
+            return super().get_tuple(config)  # type: ignore[misc]
+        except self._faults as exc:
+            raise unavailable(self._where, exc) from exc
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        """The saver's own `put_writes`; its backend's errors become `StateUnavailable`."""
+        try:
+            super().put_writes(config, writes, task_id, task_path)  # type: ignore[misc]
+        except self._faults as exc:
+            raise unavailable(self._where, exc) from exc
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        """Write the checkpoint (the saver's own `put`), noting its id under the response's id."""
+        # Any: BaseCheckpointSaver.put's own types, passed through unchanged
+        try:
+            saved = super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+        except self._faults as exc:
+            raise unavailable(self._where, exc) from exc
+        response_id = (metadata or {}).get(RESPONSE_METADATA_KEY)
+        if response_id:
+            with self.__dict__.setdefault("_ends_lock", threading.Lock()):
+                ends = self.__dict__.setdefault("_ends", OrderedDict())
+                ends[response_id] = str(saved["configurable"]["checkpoint_id"])
+                while len(ends) > self._ENDS_KEPT:  # runs whose answers were never stored
+                    ends.popitem(last=False)
+        return saved
+
+    def ended(self, response_id: str) -> str | None:
+        """The checkpoint id `response_id`'s run ended on, once (None when not seen here)."""
+        with self.__dict__.setdefault("_ends_lock", threading.Lock()):
+            return self.__dict__.get("_ends", {}).pop(response_id, None)
+
+
+def unavailable(where: str, exc: BaseException) -> HTTPProblem:
+    """The 503 a request gets when the conversation store fails while serving."""
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return HTTPProblem(
+        503,
+        f"The conversation store {SETTING}={where} is unavailable ({type(exc).__name__}: {detail}). "
+        "Retry later, or send the whole conversation with \"store\": false.",
+        code="state_unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+class _Database:
+    """Our table's SQL on either backend: `?` placeholders, rows as tuples; backend errors are 503s."""
+
+    def __init__(
+        self,
+        run: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
+        close: Callable[[], None],
+        *,
+        faults: tuple[type[BaseException], ...],
+        where: str,
+    ):
+        self._run, self.close, self._faults, self._where = run, close, faults, where
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (none for writes)."""
-        return self._run(sql, params)
+        try:
+            return self._run(sql, params)
+        except self._faults as exc:
+            raise unavailable(self._where, exc) from exc
 
 
 class ConversationStore:
@@ -137,6 +209,10 @@ class ConversationStore:
 
     def checkpoint_of(self, thread_id: str, response_id: str) -> str | None:
         """The checkpoint the run of `response_id` ended on (the thread's latest, unless a run followed)."""
+        ended = getattr(self.checkpointer, "ended", None)
+        seen = ended(response_id) if ended is not None else None
+        if seen is not None:
+            return str(seen)
         config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
         latest = self.checkpointer.get_tuple(config)
         if latest is not None and latest.metadata.get(RESPONSE_METADATA_KEY) == response_id:
@@ -270,7 +346,8 @@ def _open_sqlite(path: Path, retention: Retention) -> ConversationStore:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         saver_conn = _sqlite_connect(path)
-        saver = SqliteSaver(saver_conn)
+        faults: dict[str, Any] = {"_faults": (sqlite3.Error,), "_where": str(path)}
+        saver = type("RecordingSqliteSaver", (_RecordsEnds, SqliteSaver), faults)(saver_conn)
         saver.setup()
         ours = _sqlite_connect(path, autocommit=True)
     except (OSError, sqlite3.Error) as exc:
@@ -285,9 +362,8 @@ def _open_sqlite(path: Path, retention: Retention) -> ConversationStore:
         ours.close()
         saver_conn.close()
 
-    return ConversationStore(
-        checkpointer=saver, db=_Database(run, close), where=str(path), retention=retention
-    )
+    db = _Database(run, close, faults=(sqlite3.Error,), where=str(path))
+    return ConversationStore(checkpointer=saver, db=db, where=str(path), retention=retention)
 
 
 def _sqlite_connect(path: Path, *, autocommit: bool = False) -> sqlite3.Connection:
@@ -305,7 +381,7 @@ def _open_postgres(url: str, retention: Retention) -> ConversationStore:
         import psycopg
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg.rows import tuple_row
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
     except ImportError:
         raise ConfigError(
             f"{SETTING} names PostgreSQL, but langgraph-checkpoint-postgres is not installed: "
@@ -317,7 +393,8 @@ def _open_postgres(url: str, retention: Retention) -> ConversationStore:
     try:
         psycopg.connect(url, connect_timeout=5).close()  # one attempt first: a clear error, not pool retries
         pool.open(wait=True, timeout=10)
-        saver = PostgresSaver(pool)
+        faults = {"_faults": (psycopg.Error, PoolTimeout), "_where": where}
+        saver = type("RecordingPostgresSaver", (_RecordsEnds, PostgresSaver), faults)(pool)
         saver.setup()
     except Exception as exc:  # psycopg's and the pool's errors alike: unreachable, refused, bad login
         pool.close()
@@ -328,9 +405,8 @@ def _open_postgres(url: str, retention: Retention) -> ConversationStore:
             cur.execute(sql.replace("?", "%s"), tuple(params))
             return cur.fetchall() if cur.description else []
 
-    return ConversationStore(
-        checkpointer=saver, db=_Database(run, pool.close), where=where, retention=retention
-    )
+    db = _Database(run, pool.close, faults=(psycopg.Error, PoolTimeout), where=where)
+    return ConversationStore(checkpointer=saver, db=db, where=where, retention=retention)
 
 
 def _redacted(url: str) -> str:
