@@ -198,3 +198,15 @@ def test_repeats_show_a_flaky_llm_judge(configs: dict[int, Path], tracking: str)
     assert metrics["answer_relevance/flip_rate"] == pytest.approx(flaky / rows)
     # a flaky row's values are 1.0, 0.25, 1.0, 0.25: sample variance 0.1875
     assert metrics["answer_relevance/within_row_var"] == pytest.approx(0.1875 * flaky / rows)
+
+
+def test_baseline_of_another_suite_is_refused_before_any_row_runs(
+    configs: dict[int, Path], tracking: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"inputs": "What is BM25?", "expectations": {"expected_doc_ids": ["indexing.md"]}}\n')
+    first = _cli(str(other), "--config", str(configs[5]), "--judge", "offline:lexical", "-s", "mrr")
+    assert first.exit_code == 0, first.output
+    refused = _eval(configs[5], "--baseline", _last_run_id())
+    assert refused.exit_code == 1 and "asked none of this suite's questions" in refused.output
+    assert len(mlflow.search_runs()) == 1  # only the other suite's run: nothing ran

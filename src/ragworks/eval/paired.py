@@ -240,6 +240,22 @@ def compare_tables(
     )
 
 
+def check_shared_questions(baseline_table: pd.DataFrame, questions: Sequence[str], *, baseline: str) -> None:
+    """Refuse, before any row runs, a baseline whose rows ask none of the suite's questions.
+
+    Raises:
+        EvalError: no question of the baseline's results table is one of `questions`.
+    """
+    if "question" not in baseline_table.columns or not questions:
+        return
+    asked = {str(q) for q in baseline_table["question"]}
+    if asked and not asked & set(questions):
+        raise EvalError(
+            f"Baseline run {baseline} asked none of this suite's questions: pass a run of the same suite "
+            "(rows are paired by their inputs)."
+        )
+
+
 def _by_key(table: pd.DataFrame) -> dict[str, dict[str, object]]:
     """Rows by key: `row_key`, else (tables logged before it existed) the question's text."""
     records = table.to_dict(orient="records")
@@ -311,6 +327,7 @@ __all__ = [
     "ALPHA",
     "PairedComparison",
     "PairedMetric",
+    "check_shared_questions",
     "compare_metric",
     "compare_runs",
     "compare_tables",

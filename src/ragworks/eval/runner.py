@@ -47,6 +47,7 @@ from ragworks.eval.paired import (
     KEY_COLUMN,
     PairedComparison,
     PairedMetric,
+    check_shared_questions,
     compare_tables,
     load_results,
     row_keys,
@@ -190,6 +191,8 @@ def run_suite(
     baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
     judge = with_thresholds(judge, judge_thresholds, concurrency=concurrency)
     plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
+    if baseline is not None:
+        check_shared_questions(baseline, _plain_questions(plan.suite), baseline=str(baseline_run_id))
     if experiment:
         mlflow.set_experiment(experiment)
     start = time.perf_counter()
@@ -266,6 +269,11 @@ def _plan(
         only_ours=all(isinstance(spec, str) for spec in specs),
         predict_fn=make_predict_fn(target),
     )
+
+
+def _plain_questions(suite: EvalSuite) -> list[str]:
+    """The questions of rows asked as `{"question": ...}` (other rows are paired after the run)."""
+    return [r.inputs["question"] for r in suite.rows if isinstance(r.inputs.get("question"), str)]
 
 
 def _is_judge_name(spec: ScorerSpec) -> bool:
