@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -48,6 +49,9 @@ from pydantic import Field
 from ragworks.agents._injection import looks_like_instruction
 from ragworks.agents.prompts import NOT_FOUND, condense_keywords, parse_sources, question_of
 from ragworks.retrieval.text import tokenize
+
+QUOTABLE_CACHE = 2048
+"""Source texts whose quotable sentences are kept (a few KiB each)."""
 
 RETRIEVER_TOOL_NAME = "search_documents"
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
@@ -128,6 +132,18 @@ def split_sentences(source: int, text: str) -> list[_Sentence]:
     return out
 
 
+@functools.lru_cache(maxsize=QUOTABLE_CACHE)
+def _quotable(text: str) -> tuple[tuple[int, str, frozenset[str]], ...]:
+    """The sentences of a source that may be quoted (instructions dropped), by position.
+
+    Cached by text: a server retrieves the same chunks again and again, and splitting, stemming and
+    screening them is most of the offline model's work.
+    """
+    return tuple(
+        (s.position, s.text, s.terms) for s in split_sentences(0, text) if not looks_like_instruction(s.text)
+    )
+
+
 def _terms(text: str) -> set[str]:
     return {t for t in tokenize(text) if t not in _QUESTION_WORDS}
 
@@ -144,7 +160,9 @@ def extractive_answer(
     asked = _terms(question)
     weights = {t: _CONTEXT_WEIGHT for t in _terms(context)} | {t: 1.0 for t in asked}
     sentences = [
-        s for n, text in sources for s in split_sentences(n, text) if not looks_like_instruction(s.text)
+        _Sentence(source=n, position=position, text=sentence, terms=terms)
+        for n, text in sources
+        for position, sentence, terms in _quotable(text)
     ]
     if not asked or not sentences:
         return NOT_FOUND
