@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -142,6 +143,23 @@ def test_feedback_on_a_streamed_answer_names_the_id_of_its_created_event(base_ur
     trace = mlflow.get_trace(posted.json()["trace_id"])
     assert trace is not None and trace.info.tags[RESPONSE_ID_TAG] == created.response.id
     assert [f.rationale for f in feedbacks(trace.info.trace_id)] == ["clear"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_feedback_on_a_chat_completion_names_its_id(base_url: str, stream: bool) -> None:
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused")
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    if stream:
+        chunks = list(client.chat.completions.create(model="ragworks", messages=messages, stream=True))
+        assert len({c.id for c in chunks}) == 1
+        completion_id = chunks[0].id
+    else:
+        completion_id = client.chat.completions.create(model="ragworks", messages=messages).id
+    assert completion_id.startswith("chatcmpl-")
+    body = {"response_id": completion_id, "value": 2}
+    posted = httpx.post(base_url + "/v1/feedback", json=body, timeout=30)
+    assert posted.status_code == 200, posted.text
+    assert [f.value for f in feedbacks(posted.json()["trace_id"])] == [2]
 
 
 def test_feedback_that_arrives_before_its_trace_waits_for_it(base_url: str) -> None:

@@ -133,7 +133,7 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
         raw = await request.body()
         limit = runtime.limits.max_input_chars
         chat, agent_request = await _parse(lambda: parse_chat(raw, max_input_chars=limit), size=len(raw))
-        call = _call(request)
+        call = openai_compat.completion_call(_call(request))  # its trace carries the chatcmpl- id
         headers = {REQUEST_ID_HEADER: call.request_id}
         if chat.stream:
             chunks = openai_compat.chunks(runtime, chat, agent_request, call)
@@ -141,7 +141,8 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
             return StreamingResponse(chunks, media_type="text/event-stream", headers=stream_headers)
         response = await answer(runtime, agent_request, call)
         model = chat.model or runtime.model_name
-        return JSONResponse(openai_compat.completion(response, model=model), headers=headers)
+        body = openai_compat.completion(response, model=model, completion_id=call.response_id)
+        return JSONResponse(body, headers=headers)
 
     for path in _openapi.RESPONSES_PATHS:
         app.add_api_route(path, _guarded(responses), methods=["POST"], **_openapi.responses_route(path))

@@ -2,10 +2,11 @@
 
     {"response_id": "resp_...", "value": true, "comment": "cited the wrong page", "user": "ada"}
 
-`response_id` (the `id` of a Responses answer, which its trace carries as the tag
-`ragworks.response_id`) or `trace_id` (from `x-mlflow-return-trace-id: true`) names the answer, exactly
-one of them. `value` is true, false or a finite number. The assessment is named `user_feedback`, its
-source is HUMAN with `user` as the source id ("anonymous" without one) and `comment` as the rationale.
+`response_id` (the `id` of an answer, Responses `resp_...` or chat completion `chatcmpl-...`, which
+its trace carries as the tag `ragworks.response_id`) or `trace_id` (from `x-mlflow-return-trace-id:
+true`) names the answer, exactly one of them. `value` is true, false or a finite number. The
+assessment is named `user_feedback`, its source is HUMAN with `user` as the source id ("anonymous"
+without one) and `comment` as the rationale.
 
 Answers: 200 with the assessment's id; 400 for a malformed body; 404 when no stored trace has that id;
 409 when traces are still waiting to be stored (retry after `Retry-After`); 502 when the tracking
@@ -41,7 +42,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     response_id: str | None = Field(
-        default=None, min_length=1, max_length=128, description="The `id` of a Responses answer."
+        default=None, min_length=1, max_length=128, description="The `id` of an answer (resp_, chatcmpl-)."
     )
     trace_id: str | None = Field(
         default=None, min_length=1, max_length=128, description="The answer's MLflow trace id."

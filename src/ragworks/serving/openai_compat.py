@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from mlflow.types.responses import ResponsesAgentRequest
@@ -22,11 +23,16 @@ from ragworks.serving._served import ServedResponse, TraceEnd
 from ragworks.serving.errors import classify, log_failure
 
 
-def completion(response: ServedResponse, *, model: str) -> dict[str, Any]:
-    """A `chat.completion` object from a Responses answer."""
+def completion_call(call: Call) -> Call:
+    """The call with a chat-completion id as its answer's id (the one its trace carries)."""
+    return replace(call, response_id=f"chatcmpl-{uuid.uuid4().hex}")
+
+
+def completion(response: ServedResponse, *, model: str, completion_id: str | None = None) -> dict[str, Any]:
+    """A `chat.completion` object from a Responses answer (`completion_id`: the call's, else a fresh one)."""
     message = {"role": "assistant", "content": output_text(response.output)}
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": completion_id or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -66,7 +72,7 @@ async def chunks(
     """A streamed chat completion: a role chunk, text chunks, the stop chunk (and usage), then [DONE]."""
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     head: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": call.response_id,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": chat.model or runtime.model_name,
