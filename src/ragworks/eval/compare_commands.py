@@ -10,8 +10,12 @@ from ragworks.errors import EvalError
 
 
 def compare_command(
-    baseline: Annotated[str, typer.Argument(metavar="RUN_A", help="The baseline run id (a `ragworks eval` run).")],
-    current: Annotated[str, typer.Argument(metavar="RUN_B", help="The run id compared with it, of the same suite.")],
+    baseline: Annotated[
+        str, typer.Argument(metavar="RUN_A", help="The baseline run id (a `ragworks eval` run).")
+    ],
+    current: Annotated[
+        str, typer.Argument(metavar="RUN_B", help="The run id compared with it, of the same suite.")
+    ],
     alpha: Annotated[
         float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of each paired test.")
     ] = 0.05,
