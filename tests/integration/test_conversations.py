@@ -241,7 +241,10 @@ def test_mlflow_routes_store_only_when_asked_and_the_session_is_the_conversation
     assert trace is not None and trace.info.trace_metadata.get("mlflow.trace.session") == "conv_mlflow"
 
 
-def test_serve_with_an_unreachable_store_exits_with_one_line(docs_index: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_an_unreachable_store_exits_with_one_line(
+    docs_index: str, tmp_path: Path, workers: str
+) -> None:
     import socket
 
     from typer.testing import CliRunner
@@ -255,7 +258,8 @@ def test_serve_with_an_unreachable_store_exits_with_one_line(docs_index: str, tm
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = CliRunner().invoke(app, ["serve", "--config", str(config), "--port", str(port)])
+    args = ["serve", "--config", str(config), "--port", str(port), "--workers", workers]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "serving.state=postgresql://u:***@127.0.0.1:9/x" in errors[0]

@@ -171,6 +171,21 @@ def attach(
     return with_checkpointer(store.checkpointer), store, opened
 
 
+def prepare_state(config: str | None) -> None:
+    """Open the store a config names once and set up its tables, before `--workers` processes start.
+
+    The workers would otherwise race to create the tables; a store that cannot be opened is one line
+    here (ConfigError naming `serving.state`) rather than a failure in every worker.
+    """
+    from ragworks.config import AgentConfig
+
+    serving = AgentConfig.load(config).serving
+    retention = Retention(max_age_s=serving.max_age_days * 86400.0, max_responses=serving.max_responses)
+    store = open_state(serving.state, retention=retention)
+    if store is not None:
+        store.close()
+
+
 def add_conversation_routes(app: FastAPI, store: ConversationStore | None) -> None:
     """GET and DELETE /v1/responses/{id}: a stored response, in OpenAI's shapes (404 when unknown)."""
 

@@ -18,6 +18,7 @@ from ragworks.agents.loading import load_agent
 from ragworks.errors import ConfigError
 from ragworks.serving._header_deadline import FOR_WORKERS, http_protocol
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app
+from ragworks.serving.conversations import prepare_state
 from ragworks.serving.limits import ServingLimits
 from ragworks.serving.metrics import prepare_multiprocess_dir
 from ragworks.trace_export.batch import prepare_tracking_store, setup_server_tracing
@@ -41,6 +42,8 @@ def run_server(
         prepare_multiprocess_dir()  # every worker's /metrics then answers the sum over all of them
         # Once, here: the workers would race to create a new database (and the experiment).
         prepare_tracking_store(experiment=spec.experiment)
+        if spec.model_uri is None:
+            prepare_state(spec.config)  # the conversation store's tables, once; unreachable: one line
         uvicorn.run(
             FACTORY,
             factory=True,
