@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -323,3 +324,20 @@ def test_the_hooks_into_mlflow_are_all_found_on_this_mlflow(exporter: BatchTrace
     from mlflow.tracing.provider import _get_span_processor
 
     assert _get_span_processor().span_exporter is exporter.exporter
+
+
+def test_stats_stop_when_mlflow_resets_its_tracing(
+    exporter: BatchTraceExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mlflow.set_experiment` replaces MLflow's tracing: the stats say the exporter is gone, once."""
+    from ragworks.trace_export.batch import trace_export_stats
+
+    assert trace_export_stats() is not None
+    mlflow.set_experiment("after-the-reset")
+    with mlflow.start_span("after"):
+        pass  # MLflow sets up its tracing anew, with its own exporter
+    with caplog.at_level(logging.WARNING, logger="ragworks.trace_export"):
+        assert trace_export_stats() is None
+        assert trace_export_stats() is None
+    resets = [r for r in caplog.records if "tracing was reset" in r.getMessage()]
+    assert len(resets) == 1

@@ -156,6 +156,19 @@ def current_processor() -> Any:
     return processor
 
 
+def exports_to(exporter: Any) -> bool:
+    """Whether MLflow's span processor still exports to `exporter`.
+
+    `mlflow.set_experiment` and `mlflow.tracing.reset` replace MLflow's tracer provider, and with it
+    the processor our exporter was swapped into; later traces then go MLflow's own way.
+    """
+    if MISSING:
+        return False
+    from mlflow.tracing.provider import _get_span_processor
+
+    return getattr(_get_span_processor(), "span_exporter", None) is exporter
+
+
 def swap_exporter(processor: Any, exporter: Any) -> Callable[[], None]:
     """Make `processor` export each ended span inline to `exporter`; return what undoes it.
 

@@ -207,8 +207,22 @@ def install_batch_export() -> BatchTraceExporter | None:
 
 
 def trace_export_stats() -> ExportStats | None:
-    """Counters of this process's batched trace export (None when it is not installed)."""
-    return _installed[0].stats() if _installed else None
+    """Counters of this process's batched trace export (None when it is not, or no longer, installed).
+
+    MLflow drops our exporter when its tracing is reset (`mlflow.set_experiment` does that): the
+    traces already queued are still stored, new ones go MLflow's own way, and this says so once.
+    """
+    if not _installed:
+        return None
+    exporter = _installed[0]
+    if not _mlflow_hooks.exports_to(exporter.exporter):
+        _installed.clear()
+        logger.warning(
+            "MLflow's tracing was reset (mlflow.set_experiment does that): new traces are stored "
+            "by MLflow's own exporter; call install_batch_export() again to batch them."
+        )
+        return None
+    return exporter.stats()
 
 
 @contextmanager
