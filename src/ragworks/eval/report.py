@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ragworks.eval._paired_report import comparison_html
+from ragworks.eval.agreement import trust_html, trust_lines
 from ragworks.eval.repeats import repeat_lines
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def summary_table(result: SuiteResult) -> str:
     if result.judge_stats:
         stats = ", ".join(f"{k} {v}" for k, v in result.judge_stats.items())
         lines.append(f"judge {result.judge}: {stats}")
+    lines.extend(trust_lines(result.judge, result.metrics))
     lines.extend(f"FAIL {f}" for f in result.failures)
     lines.extend(f"{'ALLOWED ERROR' if result.allow_errors else 'ERROR'} {e}" for e in result.errors)
     if result.comparison is not None:
@@ -83,6 +85,7 @@ def render_markdown(result: SuiteResult) -> str:
         lines.append(
             f"| {name} | {_fmt(m.mean)} | [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}] | {m.n} | {m.errors} |"
         )
+    lines += ["", *(f"- {line}" for line in trust_lines(result.judge, result.metrics))]
     lines += ["", f"**{verdict(result)}**"]
     lines += [f"- {f}" for f in result.failures]
     lines += [f"- error {e}" for e in result.errors]
@@ -119,7 +122,8 @@ def render_html(result: SuiteResult) -> str:
         f"<h2>{verdict(result)}</h2><ul>{problems}</ul>"
         "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th><th>errors</th>"
         "<th>histogram</th></tr>"
-        f"{''.join(rows)}</table>{comparison_html(result)}<h2>Rows</h2>{table}</body></html>"
+        f"{''.join(rows)}</table>{trust_html(result.judge, result.metrics)}{comparison_html(result)}"
+        f"<h2>Rows</h2>{table}</body></html>"
     )
 
 
