@@ -8,6 +8,7 @@ an error status.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -194,3 +195,62 @@ def test_a_stream_that_fails_ends_with_an_error_and_its_trace_says_so(tracking: 
         assert chunks[-1] == "[DONE]" and "index went away" in json.loads(chunks[-2])["error"]["message"]
         (trace,) = traces_of(request_id)
     assert trace.info.state == "ERROR" and _root(trace).span_type == SpanType.AGENT
+
+
+def test_a_stream_dropped_before_its_agent_ran_still_leaves_one_cancelled_trace(tracking: None) -> None:
+    """One worker, busy: a second stream waits in the queue, its client leaves, its trace remains."""
+    from ragworks.serving.limits import ServingLimits
+
+    app = build_app(SlowAgent(), api_token="", limits=ServingLimits(agent_threads=1))
+    with serve_in_thread(app) as url:
+        body = {"input": QUESTION, "stream": True}
+        busy = uuid.uuid4().hex
+        with httpx.stream("POST", url + "/v1/responses", json=body, headers={"x-request-id": busy}) as first:
+            lines = first.iter_lines()
+            next(line for line in lines if "word0" in line)  # the one worker now runs this stream
+            queued = uuid.uuid4().hex
+            with httpx.stream(
+                "POST", url + "/v1/responses", json=body, headers={"x-request-id": queued}, timeout=30
+            ) as second:
+                next(line for line in second.iter_lines() if "response.created" in line)
+            for _ in lines:  # the first stream goes on to its end
+                pass
+        (trace,) = traces_of(queued)
+    assert trace.info.state == "ERROR"
+    (root,) = trace.data.spans  # the agent never ran: its AGENT span alone
+    assert root.span_type == SpanType.AGENT and root.name == "predict_stream"
+    assert "Cancelled" in root.status.description and "before the agent started" in root.status.description
+    assert root.inputs["request"]["input"][0]["content"] == QUESTION
+    (done,) = traces_of(busy)
+    assert done.info.state == "OK"
+
+
+@pytest.mark.parametrize("route", ["responses", "chat"])
+def test_a_stream_closed_at_its_first_event_leaves_one_cancelled_trace(tracking: None, route: str) -> None:
+    """The client left before the agent was even called: the request is still one trace."""
+    from ragworks.serving import openai_compat
+    from ragworks.serving._dispatch import Call, _responses_events
+    from ragworks.serving._requests import parse_chat, parse_responses
+
+    runtime = build_app(SlowAgent(), api_token="").state.ragworks
+    request_id = uuid.uuid4().hex
+    call = Call(request_id=request_id, return_trace_id=False, headers={})
+    if route == "responses":
+        raw = json.dumps({"input": QUESTION, "stream": True}).encode()
+        parsed = parse_responses(raw, max_input_chars=1000)
+        events = _responses_events(runtime, parsed.request, call, None)
+    else:
+        body = {"messages": [{"role": "user", "content": QUESTION}], "stream": True}
+        chat, request = parse_chat(json.dumps(body).encode(), max_input_chars=1000)
+        events = openai_compat.chunks(runtime, chat, request, call)
+
+    async def leave_after_the_first_event() -> str:
+        first = await anext(events)
+        await events.aclose()
+        return first
+
+    assert asyncio.run(leave_after_the_first_event()).startswith("data: ")
+    (trace,) = traces_of(request_id)
+    (root,) = trace.data.spans
+    assert root.span_type == SpanType.AGENT and "Cancelled" in root.status.description
+    runtime.runner.close()

@@ -73,6 +73,11 @@ def close_abandoned(stream: GeneratorType[Any, None, None], *, reason: str) -> b
     return ended
 
 
+def end_cancelled(span: LiveSpan, reason: str) -> bool:
+    """End `span` as cancelled (an exception event and an ERROR status); False for an untraced span."""
+    return _end(span, reason)
+
+
 def _end(span: LiveSpan, reason: str) -> bool:
     if not span.span_id:  # a no-op span: this request was not sampled
         return False

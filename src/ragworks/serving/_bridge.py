@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import threading
 import time
 from collections import deque
@@ -27,20 +28,41 @@ from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 
 from ragworks.agents.deadline import Deadline, request_deadline
 
+logger = logging.getLogger(__name__)
+
 MIN_SPARE = 32
 """Threads the pool may add, at the least, for calls abandoned while still running (default `spare`)."""
 
 
+UNRUN = "the request ended before the agent started (the client left, or it waited past its deadline)"
+"""Why the trace of a call that never ran is cancelled."""
+
+
 class AgentRunner:
-    """Call one agent from async code, `workers` requests at a time."""
+    """Call one agent from async code, `workers` requests at a time.
+
+    A call dropped before it ran still leaves its trace when the agent can record one
+    (`record_unrun(request, reason, stream=...)`, as `ServedAgent` does): one trace per request.
+    """
 
     def __init__(self, agent: ResponsesAgent, *, workers: int, spare: int | None = None) -> None:
         self.agent = agent
         self.pool = WorkerPool(workers, spare=max(workers, MIN_SPARE) if spare is None else spare)
 
+    def record_unrun(self, request: ResponsesAgentRequest, *, stream: bool) -> None:
+        """Leave the trace of a request the agent never ran (when the agent can record one)."""
+        record = getattr(self.agent, "record_unrun", None)
+        if record is not None:
+            record(request, UNRUN, stream=stream)
+
     async def predict(self, request: ResponsesAgentRequest, *, timeout: float) -> ResponsesAgentResponse:
         """The agent's answer; TimeoutError after `timeout` seconds (the call is then cancelled)."""
-        job = self.pool.submit(self.agent.predict, request, deadline=_deadline(timeout))
+        job = self.pool.submit(
+            self.agent.predict,
+            request,
+            deadline=_deadline(timeout),
+            on_unrun=lambda: self.record_unrun(request, stream=False),
+        )
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout)
         finally:
@@ -54,7 +76,14 @@ class AgentRunner:
         """
         loop = asyncio.get_running_loop()
         feed = _Feed(loop, _deadline(timeout))
-        job = self.pool.submit(_produce, self.agent.predict_stream, request, feed, deadline=feed.deadline)
+        job = self.pool.submit(
+            _produce,
+            self.agent.predict_stream,
+            request,
+            feed,
+            deadline=feed.deadline,
+            on_unrun=lambda: self.record_unrun(request, stream=True),
+        )
         timer = loop.call_later(timeout, feed.expire)
         try:
             while True:
@@ -79,10 +108,16 @@ def _deadline(timeout: float) -> Deadline:
 class _Job:
     """One call for the pool: what to run, its deadline, and the future the caller awaits."""
 
-    __slots__ = ("abandoned", "args", "context", "deadline", "fn", "future", "state")
+    __slots__ = ("abandoned", "args", "context", "deadline", "fn", "future", "on_unrun", "state")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: Deadline) -> None:
-        self.fn, self.args, self.deadline = fn, args, deadline
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        deadline: Deadline,
+        on_unrun: Callable[[], None] | None = None,
+    ) -> None:
+        self.fn, self.args, self.deadline, self.on_unrun = fn, args, deadline, on_unrun
         self.context = contextvars.copy_context()
         self.future: Future[Any] = Future()
         self.state: Literal["queued", "running", "done"] = "queued"
@@ -93,6 +128,7 @@ class _Job:
         if not self.future.set_running_or_notify_cancel():
             return
         if self.deadline.cancelled:  # waited in the queue past its deadline: nobody wants the answer
+            self.unrun()
             self.future.set_exception(TimeoutError("The call waited for a worker past its deadline."))
             return
         try:
@@ -101,6 +137,15 @@ class _Job:
             self.future.set_exception(exc)
         else:
             self.future.set_result(result)
+
+    def unrun(self) -> None:
+        """The call will never run: let its `on_unrun` leave a trace, in the caller's context."""
+        if self.on_unrun is None:
+            return
+        try:
+            self.context.run(self.on_unrun)
+        except Exception as exc:  # a trace that cannot be recorded must not fail the request's cleanup
+            logger.warning("Could not record the trace of a call that never ran: %s", exc)
 
     def _call(self) -> Any:
         # Any: whatever the agent returns
@@ -127,9 +172,18 @@ class WorkerPool:
         """Threads still running a call that was abandoned."""
         self._closed = False
 
-    def submit(self, fn: Callable[..., Any], *args: Any, deadline: Deadline) -> _Job:
-        """Queue `fn(*args)` to run on a worker inside `deadline`; the job's `future` has its result."""
-        job = _Job(fn, args, deadline)
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        deadline: Deadline,
+        on_unrun: Callable[[], None] | None = None,
+    ) -> _Job:
+        """Queue `fn(*args)` to run on a worker inside `deadline`; the job's `future` has its result.
+
+        `on_unrun` is called (in the caller's context) if the job is dropped before it runs.
+        """
+        job = _Job(fn, args, deadline, on_unrun)
         with self._cond:
             if self._closed:
                 raise RuntimeError("The agent's worker pool is shut down; the server is stopping.")
@@ -148,17 +202,18 @@ class WorkerPool:
             if job.state == "running":
                 self.stuck += 1
                 self._grow()  # the queue may be waiting on exactly this thread
-            else:
-                self._jobs.remove(job)
-                job.state = "done"
-                job.future.cancel()
+                return
+            self._jobs.remove(job)
+            job.state = "done"
+            job.future.cancel()
+        job.unrun()  # outside the lock: it records a trace
 
     def shutdown(self) -> None:
         """Drop queued jobs and let idle threads exit; running calls finish on their own."""
         with self._cond:
             self._closed = True
             while self._jobs:
-                self._jobs.popleft().future.cancel()
+                self._jobs.popleft().future.cancel()  # the server is stopping: no traces for these
             self._cond.notify_all()
 
     def _grow(self) -> None:

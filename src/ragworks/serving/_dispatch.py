@@ -8,6 +8,7 @@ client sent `x-mlflow-return-trace-id: true`, then `data: [DONE]`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -124,6 +125,12 @@ def responses_body(runtime: Runtime, response: ServedResponse, call: Call) -> di
     return body
 
 
+def record_unstarted(runtime: Runtime, request: ResponsesAgentRequest, call: Call) -> None:
+    """The trace of a stream closed before its agent was called (the client left at the first event)."""
+    with trace_scope(call, request):
+        runtime.runner.record_unrun(request, stream=True)
+
+
 async def agent_events(runtime: Runtime, request: ResponsesAgentRequest, call: Call) -> AsyncIterator[Any]:
     """The agent's stream events, then a `TraceEnd`; the stream is closed (and traced) when abandoned."""
     stream = runtime.runner.stream(request, timeout=runtime.limits.timeout_s)
@@ -172,7 +179,11 @@ async def _responses_events(
     }
     if turn is not None:
         head |= conversations.response_fields(turn, None)
-    yield sse({"type": "response.created", "response": {**head, "status": "in_progress", "output": []}})
+    try:
+        yield sse({"type": "response.created", "response": {**head, "status": "in_progress", "output": []}})
+    except (GeneratorExit, asyncio.CancelledError):
+        record_unstarted(runtime, request, call)
+        raise
     items: list[Any] = []
     custom: dict[str, Any] = {}
     usage: dict[str, Any] | None = None

@@ -14,11 +14,12 @@ from types import GeneratorType
 from typing import Any
 
 import mlflow
+from mlflow.entities import SpanType
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 from pydantic import Field
 
-from ragworks.serving._abandon import close_abandoned
+from ragworks.serving._abandon import close_abandoned, end_cancelled
 
 ABANDONED = "the stream was stopped before it finished (the client left, or the request timed out)"
 
@@ -66,6 +67,21 @@ class ServedAgent:
             yield TraceEnd(_trace_id())  # the failed run's trace, ended by MLflow with the error
             raise
         yield TraceEnd(_trace_id())
+
+
+    def record_unrun(self, request: ResponsesAgentRequest, reason: str, *, stream: bool) -> None:
+        """Record a request the agent never ran: one trace, its AGENT root ended as cancelled.
+
+        Named and shaped like the span MLflow opens around `predict` / `predict_stream`, so a
+        request dropped before it started (the client left, or it waited past its deadline)
+        is found like any other, with the request id, session and user of its `trace_scope`.
+        """
+        span = mlflow.start_span_no_context(
+            name="predict_stream" if stream else "predict",
+            span_type=SpanType.AGENT,
+            inputs={"request": request.model_dump(exclude_none=True)},
+        )
+        end_cancelled(span, reason)
 
 
 def _as_response(answer: Any) -> ResponsesAgentResponse:

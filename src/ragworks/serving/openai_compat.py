@@ -8,6 +8,7 @@ mid-stream ends the stream with an error chunk, then `[DONE]`. The routes are in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 from mlflow.types.responses import ResponsesAgentRequest
 
-from ragworks.serving._dispatch import Call, Runtime, agent_events, as_dict, usage_of
+from ragworks.serving._dispatch import Call, Runtime, agent_events, as_dict, record_unstarted, usage_of
 from ragworks.serving._requests import ChatCompletionRequest
 from ragworks.serving._served import ServedResponse, TraceEnd
 from ragworks.serving.errors import classify, log_failure
@@ -84,7 +85,11 @@ async def chunks(
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return f"data: {json.dumps({**head, 'choices': [choice], **extra})}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""})
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+    except (GeneratorExit, asyncio.CancelledError):
+        record_unstarted(runtime, request, call)
+        raise
     custom: dict[str, Any] = {}
     streamed: set[str] = set()
     usage: dict[str, Any] | None = None
