@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
     from ragworks.eval.calibrate_commands import calibrate_command
     from ragworks.eval.compare_commands import compare_command
     from ragworks.eval.feedback_commands import export_feedback_command
+    from ragworks.eval.generate_commands import generate_command
 
     eval_app = make_eval_app()
     # One line per subcommand; a first argument naming none of them goes to `run`.
@@ -124,4 +125,5 @@ def register(app: typer.Typer) -> None:
     eval_app.command(name="compare")(handle_errors(compare_command))
     eval_app.command(name="calibrate")(handle_errors(calibrate_command))
     eval_app.command(name="export-feedback")(handle_errors(export_feedback_command))
+    eval_app.command(name="generate")(handle_errors(generate_command))
     app.add_typer(eval_app, name="eval")
