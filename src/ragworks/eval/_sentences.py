@@ -25,7 +25,7 @@ _GENERIC = frozenset(
     should show shows since some something still such take takes than that their them then there
     these they thing things this those though through thus too two under until upon use used uses
     using very via want was way ways well were what when where whether which while who whom whose
-    why will with within without would yet you your yours instead""".split()
+    why will with within without would yet you your yours instead""".split()  # noqa: SIM905
 )
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _MARKUP = re.compile(r"`+|\*\*|__|\[([^\]]*)\]\([^)]*\)")
@@ -94,7 +94,9 @@ def _term(word: str, weights: Mapping[str, float]) -> Term | None:
         return None
     # Rarer across sources weighs more; long and technical words (Name_Like, CamelCase) a little more.
     technical = 0.3 if any(c in word for c in "_-") or any(c.isupper() for c in word[1:]) else 0.0
-    return Term(word=word, stem=stem[0], weight=weights.get(stem[0], 1.0) + 0.05 * min(len(word), 12) + technical)
+    return Term(
+        word=word, stem=stem[0], weight=weights.get(stem[0], 1.0) + 0.05 * min(len(word), 12) + technical
+    )
 
 
 def terms(sentence: str, weights: Mapping[str, float]) -> list[Term]:

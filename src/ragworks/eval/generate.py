@@ -43,6 +43,14 @@ _TEMPLATES = (
 )
 
 
+_TEMPLATE_TERMS = frozenset().union(*(S.stems(t.format(kp="", terms="")) for t in _TEMPLATES))
+
+
+def question_terms(question: str) -> set[str]:
+    """The question's terms less the template's words: what near-duplicate checks compare."""
+    return S.stems(question) - _TEMPLATE_TERMS
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GeneratedSuite:
     """A generated suite and what the generator rejected on the way."""
@@ -110,7 +118,9 @@ def generate_suite(
 ) -> GeneratedSuite:
     """Up to n questions over the chunks, spread over their sources; EvalError when none can be made."""
     if not chunks:
-        raise EvalError(f"{where} holds no chunks: ingest documents first (ragworks ingest DOCS --index DIR).")
+        raise EvalError(
+            f"{where} holds no chunks: ingest documents first (ragworks ingest DOCS --index DIR)."
+        )
     rng = random.Random(seed)
     by_source, weights = _candidates(chunks, rng)
     tally = _Tally()
@@ -177,7 +187,7 @@ def _take_one(
         if S.word_ngrams(question, VERBATIM_WORDS) & S.word_ngrams(cand.chunk.text, VERBATIM_WORDS):
             tally.verbatim += 1
             continue
-        terms = S.stems(question)
+        terms = question_terms(question)
         if any(S.jaccard(terms, other) > max_similarity for other in tally.seen):
             tally.duplicates += 1
             continue
@@ -186,7 +196,9 @@ def _take_one(
         return
 
 
-def question_for(sentence: str, weights: dict[str, float], rng: random.Random) -> tuple[str, list[str]] | None:
+def question_for(
+    sentence: str, weights: dict[str, float], rng: random.Random
+) -> tuple[str, list[str]] | None:
     """A question about the sentence's key phrase and its rarest other terms, and the facts to expect."""
     phrase = S.key_phrase(sentence, weights)
     taken = {t.stem for t in phrase}
@@ -218,7 +230,9 @@ def load_chunks(index: Path | None = None, config: Path | None = None) -> tuple[
     from ragworks.retrieval.local import LocalIndex
 
     if (index is None) == (config is None):
-        raise ConfigError("Say which index to generate from: --index DIR or --config agent.yaml (one of them).")
+        raise ConfigError(
+            "Say which index to generate from: --index DIR or --config agent.yaml (one of them)."
+        )
     if config is not None:
         from ragworks.config import AgentConfig
 

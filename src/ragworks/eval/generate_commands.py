@@ -16,7 +16,9 @@ def generate_command(
     ] = None,
     n: Annotated[int, typer.Option("-n", min=1, help="How many questions to write.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="The same seed writes the same suite.")] = 0,
-    name: Annotated[str | None, typer.Option("--name", help="The suite's name (default: the file's).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The suite's name (default: the file's).")
+    ] = None,
 ) -> None:
     """Write questions grounded in the index's chunks, with expected_doc_ids and expected_facts.
 
