@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ragworks.eval.commands import register
 from ragworks.eval.runner import run_example_suite
-from ragworks.eval.scorers import SCORER_NAMES
+from ragworks.eval.scorers import CITATION_SCORERS, SCORER_NAMES
 from ragworks.eval.suite import example_suite
 
 
@@ -56,7 +56,8 @@ def test_example_suite_logs_metrics_and_trace_assessments(shipped_index: Path, t
     assert len(traces) == len(example_suite().rows)
     for trace in traces:
         feedback = {a.name: a for a in trace.info.assessments if a.name in SCORER_NAMES}
-        assert set(feedback) == set(SCORER_NAMES)
+        # an answer that declines to answer makes no claim, so it has no citation to check
+        assert set(feedback) >= set(SCORER_NAMES) - set(CITATION_SCORERS)
         assert feedback["faithfulness"].rationale
 
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(result.run_id)}

@@ -18,18 +18,23 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from mlflow.entities import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
 from mlflow.genai.scorers import Scorer, scorer
 
 from ragworks.errors import ConfigError
 from ragworks.eval._extract import RetrievedDoc, answer_of, matches, question_of, retrieved_of
+from ragworks.eval.citations import CitationCheck, check_citations
 from ragworks.eval.judges import Judge, Judgement, get_judge
 
 JUDGE_SCORERS = ("answer_relevance", "faithfulness", "context_relevance", "correctness")
 RETRIEVAL_SCORERS = ("precision_at_k", "recall_at_k", "mrr", "ndcg_at_k")
-SCORER_NAMES = JUDGE_SCORERS + RETRIEVAL_SCORERS
+CITATION_SCORERS = ("citation_precision", "citation_recall")
+SCORER_NAMES = JUDGE_SCORERS + RETRIEVAL_SCORERS + CITATION_SCORERS
+"""Each name is one scorer giving one metric of that name."""
+SCORER_GROUPS = {"citations": CITATION_SCORERS}
+"""Names of one scorer that gives several metrics from one check (gate on the metrics' own names)."""
 DEFAULT_SCORERS = (
     "answer_relevance",
     "faithfulness",
@@ -39,6 +44,7 @@ DEFAULT_SCORERS = (
     "mrr",
 )
 _METADATA_CHARS = 4000
+_T = TypeVar("_T")
 
 
 class _JudgeRef:
@@ -80,7 +86,7 @@ def _error(name: str, source: AssessmentSource, exc: Exception) -> Feedback:
     )
 
 
-def _judged(name: str, ref: _JudgeRef, grade: Callable[[Judge], Feedback | None]) -> Feedback | None:
+def _judged(name: str, ref: _JudgeRef, grade: Callable[[Judge], _T]) -> _T | Feedback:
     judge = ref.get()
     try:
         return grade(judge)
@@ -222,21 +228,48 @@ def _retrieval(metric: str, k: int, name: str) -> Scorer:
     return retrieval_metric
 
 
+def _citation_feedback(metric: str, judge: Judge, check: CitationCheck) -> Feedback | None:
+    value = check.precision if metric == "precision" else check.recall
+    if value is None:
+        return None  # no sentence cites (precision) or none is supported (recall): nothing to score
+    details = {"sources": check.sources, "sentences": [s.as_dict() for s in check.sentences]}
+    judgement = Judgement(score=value, rationale=check.rationale(metric), details=details)
+    return _feedback(f"citation_{metric}", judge, judgement)
+
+
+def _citations(ref: _JudgeRef, name: str) -> Scorer:
+    metrics = ("precision", "recall") if name == "citations" else (name.removeprefix("citation_"),)
+
+    @scorer(name=name, description="Whether each cited [n] supports its sentence: precision and recall.")
+    def citations(inputs: Any, outputs: Any, trace: Any = None) -> Feedback | list[Feedback] | None:
+        def grade(judge: Judge) -> Feedback | list[Feedback] | None:
+            docs = retrieved_of(trace, outputs)
+            check = check_citations(question_of(inputs), answer_of(outputs), docs, judge)
+            found = [f for f in (_citation_feedback(m, judge, check) for m in metrics) if f is not None]
+            return (found or None) if name == "citations" else (found[0] if found else None)
+
+        return _judged(name, ref, grade)
+
+    return citations
+
+
 _FACTORIES: dict[str, Callable[[_JudgeRef, str], Scorer]] = {
     "faithfulness": _faithfulness,
     "answer_relevance": _answer_relevance,
     "context_relevance": _context_relevance,
     "correctness": _correctness,
+    **dict.fromkeys((*CITATION_SCORERS, *SCORER_GROUPS), _citations),
 }
 
 
 def make_scorer(name: str, *, judge: str | Judge = "offline", k: int = 5) -> Scorer:
-    """One scorer by name (see SCORER_NAMES); judge-based ones use `judge`, resolved on first call."""
+    """One scorer by name (SCORER_NAMES or SCORER_GROUPS); a judge-based one resolves `judge` on first use."""
     if name in _FACTORIES:
         return _FACTORIES[name](_JudgeRef(judge), name)
     if name in RETRIEVAL_SCORERS:
         return _retrieval(name, k, name)
-    raise ConfigError(f"Unknown scorer {name!r}. Available: {', '.join(SCORER_NAMES)}.")
+    available = ", ".join((*SCORER_NAMES, *SCORER_GROUPS))
+    raise ConfigError(f"Unknown scorer {name!r}. Available: {available}.")
 
 
 def make_scorers(
@@ -259,3 +292,5 @@ precision_at_k = make_scorer("precision_at_k")
 recall_at_k = make_scorer("recall_at_k")
 mrr = make_scorer("mrr")
 ndcg_at_k = make_scorer("ndcg_at_k")
+citation_precision = make_scorer("citation_precision")
+citation_recall = make_scorer("citation_recall")
