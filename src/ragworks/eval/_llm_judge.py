@@ -83,6 +83,10 @@ class ClientStats:
     failures: int = 0
 
 
+class _SchemaRefused(Exception):
+    """The endpoint answered 400 / 422 to a JSON schema `response_format`."""
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, delay: float | None = None) -> None:
         super().__init__(message)
@@ -92,6 +96,8 @@ class _Retryable(Exception):
 class JudgeClient:
     """JSON chat completions with bounded concurrency, retries and a cache."""
 
+    schema_refused: bool = False
+    """True once the endpoint refused a JSON schema `response_format`: later calls ask for JSON mode."""
     repeat: int = 0
     """Which judging of the same inputs this is (see `for_repeat`); part of the cache key when not 0."""
 
@@ -123,15 +129,26 @@ class JudgeClient:
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
         self._lock = threading.Lock()
 
-    def complete(self, prompt: P.Prompt, schema: type[R], **values: str) -> R:
-        """Ask the model; return its reply validated against `schema` (cached when a cache is set)."""
+    def complete(
+        self,
+        prompt: P.Prompt,
+        schema: type[R],
+        *,
+        response_format: dict[str, Any] | None = None,
+        **values: str,
+    ) -> R:
+        """Ask the model; return its reply validated against `schema` (cached when a cache is set).
+
+        `response_format` (Any: JSON) is sent instead of JSON mode, e.g. a JSON schema; an endpoint
+        that refuses it gets JSON mode from then on, and the reply is validated against `schema` either way.
+        """
         messages = prompt.render(**values)
         key = repeat_key(cache_key(self.model, prompt.id, prompt.version, messages), self.repeat)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self._count("cache_hits")
             return schema.model_validate(hit)
         try:
-            reply = self._with_retries(prompt, schema, messages)
+            reply = self._with_retries(prompt, schema, messages, response_format)
         except EvalError:
             self._count("failures")
             raise
@@ -139,10 +156,16 @@ class JudgeClient:
             self.cache.put(key, reply.model_dump(mode="json"), model=self.model, prompt=prompt.key)
         return reply
 
-    def _with_retries(self, prompt: P.Prompt, schema: type[R], messages: list[dict[str, str]]) -> R:
+    def _with_retries(
+        self,
+        prompt: P.Prompt,
+        schema: type[R],
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any] | None = None,
+    ) -> R:
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return _parse(self._send(prompt, messages, attempt), schema)
+                return _parse(self._send_structured(prompt, messages, attempt, response_format), schema)
             except _Retryable as exc:
                 if attempt == self.max_attempts:
                     raise EvalError(
@@ -158,13 +181,42 @@ class JudgeClient:
         base = self.backoff * 2 ** (attempt - 1)
         return min(base * (0.5 + random.random()), self.max_backoff)  # full jitter around the base
 
-    def _send(self, prompt: P.Prompt, messages: list[dict[str, str]], attempt: int) -> str:
+    def _send_structured(
+        self,
+        prompt: P.Prompt,
+        messages: list[dict[str, str]],
+        attempt: int,
+        response_format: dict[str, Any] | None,
+    ) -> str:
+        if response_format is None or self.schema_refused:
+            return self._send(prompt, messages, attempt)
+        try:
+            return self._send(prompt, messages, attempt, response_format)
+        except _SchemaRefused:
+            if not self.schema_refused:
+                logger.warning(
+                    "Judge %s refused a JSON schema response_format; asking for JSON mode and "
+                    "validating the replies instead.",
+                    self.model,
+                )
+            self.schema_refused = True
+            return self._send(prompt, messages, attempt)
+
+    def _send(
+        self,
+        prompt: P.Prompt,
+        messages: list[dict[str, str]],
+        attempt: int,
+        response_format: dict[str, Any] | None = None,
+    ) -> str:
         import openai
         from openai.types.chat import ChatCompletion
 
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.0}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
+        if response_format is not None:
+            body["response_format"] = response_format
         headers = self._headers() if self._headers is not None else {}
         logger.info("Judge call %s %s (attempt %d)", self.model, prompt.key, attempt)
         with self._slots:
@@ -181,6 +233,8 @@ class JudgeClient:
             except openai.APIStatusError as exc:
                 if exc.status_code in _RETRY_STATUS or exc.status_code >= 500:
                     raise _Retryable(f"HTTP {exc.status_code}", _retry_after(exc.response)) from None
+                if response_format is not None and exc.status_code in (400, 422):
+                    raise _SchemaRefused from None
                 raise EvalError(f"Judge {self.model} rejected the request: HTTP {exc.status_code}.") from None
         choices = getattr(response, "choices", None) or []
         return (choices[0].message.content or "") if choices else ""

@@ -70,6 +70,13 @@ def eval_command(
             help="A file `eval calibrate --thresholds-out` wrote: judgements pass / fail at its thresholds.",
         ),
     ] = None,
+    judges: Annotated[
+        Path | None,
+        typer.Option(
+            "--judges",
+            help="A YAML file of custom judges (name, instructions, scale, inputs); needs an LLM judge.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate an agent on a suite, log the run to MLflow, and exit 1 when a threshold fails.
 
@@ -100,6 +107,7 @@ def eval_command(
         experiment=experiment,
         concurrency=concurrency,
         judge_thresholds=judge_thresholds,
+        custom_judges=judges,
     )
     typer.echo(result.summary())
     typer.echo(f"MLflow run {result.run_id} (report artifact: {result.report})")

@@ -42,7 +42,9 @@ from ragworks.eval._stats import (
 )
 from ragworks.eval._targets import PredictFn, Target, bounded, make_predict_fn
 from ragworks.eval._thresholds import with_thresholds
+from ragworks.eval.custom_judges import CustomJudgeSpec, custom_scorers, gather_specs
 from ragworks.eval.judges import Judge, get_judge
+from ragworks.eval.mlflow_scorers import is_mlflow_name, mlflow_scorer
 from ragworks.eval.paired import (
     KEY_COLUMN,
     PairedComparison,
@@ -53,7 +55,7 @@ from ragworks.eval.paired import (
     row_keys,
 )
 from ragworks.eval.repeats import RepeatStats, judge_again, repeat_judge
-from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_GROUPS, SCORER_NAMES, make_scorer
+from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
 
 if TYPE_CHECKING:
@@ -112,13 +114,18 @@ class SuiteResult:
 def resolve_scorers(specs: Sequence[ScorerSpec] | None, *, judge: Judge, k: int) -> list[Scorer]:
     """Scorer names become our scorers (sharing `judge`); Scorer objects pass through unchanged.
 
+    A `mlflow:<Name>` names one of MLflow's built-in scorers (see `ragworks.eval.mlflow_scorers`).
+
     Raises:
         EvalError: a name is not one of SCORER_NAMES.
+        ConfigError: a `mlflow:` name is no MLflow built-in, or needs an LLM judge.
     """
     out = []
     for spec in specs or DEFAULT_SCORERS:
-        if isinstance(spec, str):
-            if spec not in SCORER_NAMES and spec not in SCORER_GROUPS:
+        if is_mlflow_name(spec):
+            out.append(mlflow_scorer(str(spec), judge=judge))
+        elif isinstance(spec, str):
+            if spec not in SCORER_NAMES:
                 raise EvalError(f"Unknown scorer {spec!r}. Available: {', '.join(SCORER_NAMES)}.")
             out.append(make_scorer(spec, judge=judge, k=k))
         else:
@@ -150,6 +157,7 @@ def run_suite(
     report_format: str = "html",
     prefetch: bool = True,
     judge_thresholds: str | Path | None = None,
+    custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
 
@@ -175,6 +183,8 @@ def run_suite(
         report_format: `html` (with a score histogram per metric) or `md`.
         judge_thresholds: a file `ragworks eval calibrate --thresholds-out` wrote: each judgement of a
             calibrated metric then says pass / fail at its threshold (`passed` in its details).
+        custom_judges: a YAML file of custom judges (or the specs), run by the LLM judge besides the
+            suite's own `judges:` (see `ragworks.eval.custom_judges`); an offline judge refuses them.
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
             `predict_fn` to `evaluate` and lets its harness do both (several times slower).
@@ -190,7 +200,16 @@ def run_suite(
         raise ConfigError(f"repeats must be at least 1, got {repeats}.")
     baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
     judge = with_thresholds(judge, judge_thresholds, concurrency=concurrency)
-    plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
+    plan = _plan(
+        target,
+        suite,
+        scorers=scorers,
+        judge=judge,
+        k=k,
+        fail_under=fail_under,
+        workers=concurrency,
+        custom_judges=custom_judges,
+    )
     if baseline is not None:
         check_shared_questions(baseline, _plain_questions(plan.suite), baseline=str(baseline_run_id))
     if experiment:
@@ -238,6 +257,8 @@ class _Plan:
     """Our judge scorers: the ones worth running ahead, as they wait on the judge, not the CPU."""
     only_ours: bool
     predict_fn: PredictFn
+    custom: list[CustomJudgeSpec] = field(default_factory=list)
+    """The custom judges of the run (the suite's and a judges file's)."""
 
 
 def _plan(
@@ -249,15 +270,19 @@ def _plan(
     k: int,
     fail_under: Mapping[str, float] | None,
     workers: int,
+    custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> _Plan:
     """Resolve the scorers, check the thresholds' names, load the suite, check the judge, build the target."""
     judge_obj = get_judge(judge, concurrency=workers) if isinstance(judge, str) else judge
     specs = list(scorers or DEFAULT_SCORERS)
     scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)
+    loaded = EvalSuite.load(suite)
+    custom = gather_specs(loaded.judges, custom_judges)
+    custom_list = custom_scorers(custom, judge_obj, taken=[s.name for s in scorer_list])
+    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)] + custom_list
+    scorer_list += custom_list
     names = [s.name for s in scorer_list]
     check_threshold_names(fail_under, names)
-    loaded = EvalSuite.load(suite)
-    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)]
     if judged:
         check_judge(judge_obj)
     return _Plan(
@@ -266,8 +291,9 @@ def _plan(
         scorers=scorer_list,
         names=names,
         judged=judged,
-        only_ours=all(isinstance(spec, str) for spec in specs),
+        only_ours=all(isinstance(spec, str) and not is_mlflow_name(spec) for spec in specs),
         predict_fn=make_predict_fn(target),
+        custom=custom,
     )
 
 
@@ -338,11 +364,18 @@ def _judge_again(
     if not names or evaluation.result_df is None:
         return {}
     first = {name: [as_float(v) for v in result.table[name]] for name in names}
+    ours = [n for n in names if n in JUDGE_SCORERS]
+    custom = [c for c in plan.custom if c.name in names]
+
+    def make(i: int) -> list[Scorer]:
+        twin = repeat_judge(plan.judge, i)
+        return (resolve_scorers(ours, judge=twin, k=k) if ours else []) + custom_scorers(custom, twin)
+
     return judge_again(
         evaluation.result_df,
         plan.suite.to_records(),
         first,
-        lambda i: resolve_scorers(names, judge=repeat_judge(plan.judge, i), k=k),
+        make,
         repeats=repeats,
         workers=workers,
     )

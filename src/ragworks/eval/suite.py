@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragworks.errors import EvalError
+from ragworks.eval._judge_specs import CustomJudgeSpec
 
 MLFLOW_DATASET_PREFIX = "mlflow-dataset:"
 
@@ -75,6 +76,8 @@ class EvalSuite(BaseModel):
     name: str = "suite"
     description: str = ""
     rows: list[EvalRow] = Field(min_length=1)
+    judges: list[CustomJudgeSpec] = Field(default_factory=list)
+    """Custom judges, run by the LLM judge besides the scorers (see `ragworks.eval.custom_judges`)."""
 
     def to_records(self) -> list[dict[str, Any]]:
         """Rows as the dicts `mlflow.genai.evaluate` takes (Any: JSON values)."""
