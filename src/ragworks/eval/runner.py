@@ -55,7 +55,7 @@ from ragworks.eval.paired import (
     row_keys,
 )
 from ragworks.eval.repeats import RepeatStats, judge_again, repeat_judge
-from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
+from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_GROUPS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def resolve_scorers(specs: Sequence[ScorerSpec] | None, *, judge: Judge, k: int)
         if is_mlflow_name(spec):
             out.append(mlflow_scorer(str(spec), judge=judge))
         elif isinstance(spec, str):
-            if spec not in SCORER_NAMES:
+            if spec not in SCORER_NAMES and spec not in SCORER_GROUPS:
                 raise EvalError(f"Unknown scorer {spec!r}. Available: {', '.join(SCORER_NAMES)}.")
             out.append(make_scorer(spec, judge=judge, k=k))
         else:
