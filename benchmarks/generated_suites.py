@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ragworks.config import SearchMode
 from ragworks.eval.generate import generate_suite
 from ragworks.eval.generate_checks import check_suite
 from ragworks.retrieval.ingest import ingest
@@ -44,17 +45,18 @@ def shipped_index(embeddings: str, folder: Path) -> LocalIndex:
     return LocalIndex.load(folder)
 
 
-def report(label: str, index: LocalIndex, n: int, seed: int) -> None:
-    """Generate a suite over the index, check it, and print one line."""
+def report(label: str, index: LocalIndex, n: int, seed: int, modes: list[SearchMode]) -> None:
+    """Generate a suite over the index, check it in each search mode, and print one line per mode."""
     start = time.perf_counter()
     result = generate_suite(index.chunks(), n, seed=seed, where=label)
     took = time.perf_counter() - start
-    check = check_suite(result.suite, index, k=5)
-    print(
-        f"{label:<28} n={check.n:<4} recall@5={check.recall_at_k:.3f} duplicates={check.duplicates} "
-        f"verbatim={check.verbatim} sources={result.sources_covered}/{result.sources_total} "
-        f"generate={took:.2f}s"
-    )
+    for mode in modes:
+        check = check_suite(result.suite, index, k=5, mode=mode)
+        print(
+            f"{label:<22} {mode:<7} n={check.n:<4} recall@5={check.recall_at_k:.3f} "
+            f"duplicates={check.duplicates} verbatim={check.verbatim} "
+            f"sources={result.sources_covered}/{result.sources_total} generate={took:.2f}s"
+        )
 
 
 def main() -> None:
@@ -65,12 +67,18 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100, help="Questions generated over SciFact.")
     parser.add_argument("--embeddings", default="hashing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", action="append", choices=["hybrid", "bm25", "dense"], help="Repeatable.")
     args = parser.parse_args()
-    print(f"embeddings={args.embeddings} seed={args.seed} mode=hybrid k=5")
+    modes = args.mode or (["hybrid", "bm25", "dense"] if args.embeddings != "none" else ["bm25"])
+    print(f"embeddings={args.embeddings} seed={args.seed} k=5")
     with tempfile.TemporaryDirectory() as tmp:
-        report("shipped docs", shipped_index(args.embeddings, Path(tmp) / "index"), 20, args.seed)
+        report("shipped docs", shipped_index(args.embeddings, Path(tmp) / "index"), 20, args.seed, modes)
     report(
-        f"scifact ({args.docs} docs)", scifact_index(args.data, args.docs, args.embeddings), args.n, args.seed
+        f"scifact ({args.docs} docs)",
+        scifact_index(args.data, args.docs, args.embeddings),
+        args.n,
+        args.seed,
+        modes,
     )
 
 

@@ -18,10 +18,10 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -51,6 +51,29 @@ def question_terms(question: str) -> set[str]:
     return S.stems(question) - _TEMPLATE_TERMS
 
 
+class QuestionWriter(Protocol):
+    """Turns a sentence of a passage into a question and the facts its answer should state (or None)."""
+
+    name: str
+
+    def __call__(
+        self, sentence: str, passage: str, weights: Mapping[str, float], rng: random.Random
+    ) -> tuple[str, list[str]] | None: ...
+
+
+class OfflineWriter:
+    """The model-free writer: the sentence's key phrase and rarest terms in a question template."""
+
+    name = "offline"
+    malformed = 0
+
+    def __call__(
+        self, sentence: str, passage: str, weights: Mapping[str, float], rng: random.Random
+    ) -> tuple[str, list[str]] | None:
+        """A templated question about the sentence (the passage is not needed)."""
+        return question_for(sentence, weights, rng)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GeneratedSuite:
     """A generated suite and what the generator rejected on the way."""
@@ -59,6 +82,8 @@ class GeneratedSuite:
     requested: int
     duplicates_rejected: int = 0
     verbatim_rejected: int = 0
+    malformed: int = 0
+    """Model replies that were not a question with facts (LLM writer only)."""
     sources_covered: int = 0
     sources_total: int = 0
 
@@ -68,7 +93,8 @@ class GeneratedSuite:
         short = "" if got >= self.requested else f" of {self.requested} requested (the corpus has no more)"
         return (
             f"{got} questions{short} over {self.sources_covered}/{self.sources_total} sources; rejected "
-            f"{self.duplicates_rejected} near-duplicates and {self.verbatim_rejected} verbatim copies."
+            f"{self.duplicates_rejected} near-duplicates and {self.verbatim_rejected} verbatim copies"
+            + (f"; {self.malformed} malformed model replies." if self.malformed else ".")
         )
 
 
@@ -86,6 +112,7 @@ class _Tally:
     seen: list[set[str]] = field(default_factory=list)
     duplicates: int = 0
     verbatim: int = 0
+    attempts: int = 0
 
 
 def doc_ids(chunks: Sequence[Chunk]) -> dict[str, str]:
@@ -115,8 +142,15 @@ def generate_suite(
     name: str = "generated",
     max_similarity: float = MAX_SIMILARITY,
     where: str = "the index",
+    writer: QuestionWriter | None = None,
+    max_attempts: int | None = None,
 ) -> GeneratedSuite:
-    """Up to n questions over the chunks, spread over their sources; EvalError when none can be made."""
+    """Up to n questions over the chunks, spread over their sources; EvalError when none can be made.
+
+    `writer` turns sentences into questions (default: the offline one); `max_attempts` bounds how
+    many sentences it is given (each is a model call for an LLM writer).
+    """
+    writer = writer or OfflineWriter()
     if not chunks:
         raise EvalError(
             f"{where} holds no chunks: ingest documents first (ragworks ingest DOCS --index DIR)."
@@ -127,10 +161,11 @@ def generate_suite(
     order = sorted(by_source)
     rng.shuffle(order)
     queues = {d: list(by_source[d]) for d in order}
-    while len(tally.rows) < n and any(queues.values()):
+    limit = max_attempts if max_attempts is not None else sum(len(q) for q in queues.values())
+    while len(tally.rows) < n and any(queues.values()) and tally.attempts < limit:
         for doc in order:
-            if len(tally.rows) < n:
-                _take_one(queues[doc], weights, rng, tally, max_similarity)
+            if len(tally.rows) < n and tally.attempts < limit:
+                _take_one(queues[doc], writer, _Context(weights, rng, max_similarity, limit), tally)
     if not tally.rows:
         raise EvalError(
             f"No question could be generated from the {len(chunks)} chunks of {where}: they hold no prose "
@@ -145,6 +180,7 @@ def generate_suite(
         requested=n,
         duplicates_rejected=tally.duplicates,
         verbatim_rejected=tally.verbatim,
+        malformed=int(getattr(writer, "malformed", 0)),
         sources_covered=len(covered),
         sources_total=len(by_source),
     )
@@ -170,17 +206,20 @@ def _candidates(
     return by_source, weights
 
 
-def _take_one(
-    queue: list[_Candidate],
-    weights: dict[str, float],
-    rng: random.Random,
-    tally: _Tally,
-    max_similarity: float,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Context:
+    weights: dict[str, float]
+    rng: random.Random
+    max_similarity: float
+    limit: int
+
+
+def _take_one(queue: list[_Candidate], writer: QuestionWriter, ctx: _Context, tally: _Tally) -> None:
     """Accept the first candidate of this source's queue that makes a new, non-verbatim question."""
-    while queue:
+    while queue and tally.attempts < ctx.limit:
         cand = queue.pop(0)
-        made = question_for(cand.sentence, weights, rng)
+        tally.attempts += 1
+        made = writer(cand.sentence, cand.chunk.text, ctx.weights, ctx.rng)
         if made is None:
             continue
         question, facts = made
@@ -188,16 +227,16 @@ def _take_one(
             tally.verbatim += 1
             continue
         terms = question_terms(question)
-        if any(S.jaccard(terms, other) > max_similarity for other in tally.seen):
+        if any(S.jaccard(terms, other) > ctx.max_similarity for other in tally.seen):
             tally.duplicates += 1
             continue
         tally.seen.append(terms)
-        tally.rows.append(_row(question, facts, cand))
+        tally.rows.append(_row(question, facts, cand, writer.name))
         return
 
 
 def question_for(
-    sentence: str, weights: dict[str, float], rng: random.Random
+    sentence: str, weights: Mapping[str, float], rng: random.Random
 ) -> tuple[str, list[str]] | None:
     """A question about the sentence's key phrase and its rarest other terms, and the facts to expect."""
     phrase = S.key_phrase(sentence, weights)
@@ -213,7 +252,7 @@ def question_for(
     return question[0].upper() + question[1:], facts
 
 
-def _row(question: str, facts: list[str], cand: _Candidate) -> dict[str, Any]:
+def _row(question: str, facts: list[str], cand: _Candidate, generator: str) -> dict[str, Any]:
     return {
         "inputs": {"question": question},
         "expectations": {
@@ -221,7 +260,7 @@ def _row(question: str, facts: list[str], cand: _Candidate) -> dict[str, Any]:
             "expected_facts": facts,
             "expected_response": cand.sentence,
         },
-        "tags": {"generator": "offline", "chunk_id": cand.chunk.id},
+        "tags": {"generator": generator, "chunk_id": cand.chunk.id},
     }
 
 
