@@ -265,3 +265,12 @@ def test_cli_judges_file_with_the_offline_judge_is_one_line(stub: Script, tmp_pa
     assert result.exit_code != 0
     message = result.output.strip()
     assert "Custom judges (matches) need an LLM judge" in message and len(message.splitlines()) == 1
+
+
+def test_repeats_judge_custom_judges_anew(stub: Script, tmp_path: Path) -> None:
+    _script(stub)
+    suite = _suite().model_copy(update={"judges": _suite().judges[1:]})  # clarity only
+    result = run_suite(agent, suite, scorers=["mrr"], judge=_judge(tmp_path / "c.sqlite"), repeats=2)
+    stats = result.repeats["clarity"]
+    assert (stats.repeats, stats.rows, stats.flipped) == (2, 3, 0)
+    assert stub.seen[("CLEAR", "qa")] == 2  # the repeat is a new call, not the cached reply
