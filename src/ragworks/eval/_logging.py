@@ -35,6 +35,8 @@ def log_result(
                 "ragworks.eval.regressions": ",".join(m.metric for m in result.regressions),
             }
         )
+    if result.conversations is not None:  # evaluate logs `/mean` only for its own scorers
+        mlflow.log_metrics(result.conversations.mlflow_metrics())
     if result.repeats:
         mlflow.log_metrics({"eval/repeats": float(_repeats(result)), **repeat_metrics(result.repeats)})
     mlflow.log_params(

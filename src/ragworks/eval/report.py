@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ragworks.eval._paired_report import comparison_html
 from ragworks.eval.agreement import trust_html, trust_lines
+from ragworks.eval.conversation_report import conversation_html, conversation_lines
 from ragworks.eval.repeats import repeat_lines
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def summary_table(result: SuiteResult) -> str:
     if result.comparison is not None:
         lines.extend(result.comparison.lines())
     lines.extend(repeat_lines(result.repeats))
+    lines.extend(conversation_lines(result.conversations))
     lines.append(verdict(result))
     return "\n".join(lines)
 
@@ -94,6 +96,9 @@ def render_markdown(result: SuiteResult) -> str:
         lines += ["", "## Paired comparison", "", "```", *result.comparison.lines(), "```"]
     if result.repeats:
         lines += ["", "## Repeat judging", "", *(f"- {line}" for line in repeat_lines(result.repeats))]
+    if result.conversations is not None:
+        talks = conversation_lines(result.conversations)
+        lines += ["", "## Conversations", "", *(f"- {line}" for line in talks)]
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +128,7 @@ def render_html(result: SuiteResult) -> str:
         "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th><th>errors</th>"
         "<th>histogram</th></tr>"
         f"{''.join(rows)}</table>{trust_html(result.judge, result.metrics)}{comparison_html(result)}"
-        f"<h2>Rows</h2>{table}</body></html>"
+        f"{conversation_html(result.conversations)}<h2>Rows</h2>{table}</body></html>"
     )
 
 

@@ -42,9 +42,15 @@ from ragworks.eval._stats import (
 )
 from ragworks.eval._targets import PredictFn, Target, bounded, make_predict_fn
 from ragworks.eval._thresholds import with_thresholds
-from ragworks.eval.custom_judges import CustomJudgeSpec, custom_scorers, gather_specs
+from ragworks.eval.conversation_summary import (
+    CONVERSATION_METRICS,
+    ConversationSummary,
+    pairing_inputs,
+    summarise_conversations,
+    turn_columns,
+)
+from ragworks.eval.conversations import play_conversations
 from ragworks.eval.judges import Judge, get_judge
-from ragworks.eval.mlflow_scorers import is_mlflow_name, mlflow_scorer
 from ragworks.eval.paired import (
     KEY_COLUMN,
     PairedComparison,
@@ -55,7 +61,7 @@ from ragworks.eval.paired import (
     row_keys,
 )
 from ragworks.eval.repeats import RepeatStats, judge_again, repeat_judge
-from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_GROUPS, SCORER_NAMES, make_scorer
+from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
 
 if TYPE_CHECKING:
@@ -93,6 +99,8 @@ class SuiteResult:
     elapsed_s: float = 0.0
     report: str = ""
     """The report's artifact path in the run."""
+    conversations: ConversationSummary | None = None
+    """Per-turn means and the conversation metrics, when the suite has conversations."""
 
     @property
     def regressions(self) -> list[PairedMetric]:
@@ -114,18 +122,13 @@ class SuiteResult:
 def resolve_scorers(specs: Sequence[ScorerSpec] | None, *, judge: Judge, k: int) -> list[Scorer]:
     """Scorer names become our scorers (sharing `judge`); Scorer objects pass through unchanged.
 
-    A `mlflow:<Name>` names one of MLflow's built-in scorers (see `ragworks.eval.mlflow_scorers`).
-
     Raises:
         EvalError: a name is not one of SCORER_NAMES.
-        ConfigError: a `mlflow:` name is no MLflow built-in, or needs an LLM judge.
     """
     out = []
     for spec in specs or DEFAULT_SCORERS:
-        if is_mlflow_name(spec):
-            out.append(mlflow_scorer(str(spec), judge=judge))
-        elif isinstance(spec, str):
-            if spec not in SCORER_NAMES and spec not in SCORER_GROUPS:
+        if isinstance(spec, str):
+            if spec not in SCORER_NAMES:
                 raise EvalError(f"Unknown scorer {spec!r}. Available: {', '.join(SCORER_NAMES)}.")
             out.append(make_scorer(spec, judge=judge, k=k))
         else:
@@ -157,7 +160,6 @@ def run_suite(
     report_format: str = "html",
     prefetch: bool = True,
     judge_thresholds: str | Path | None = None,
-    custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
 
@@ -183,8 +185,6 @@ def run_suite(
         report_format: `html` (with a score histogram per metric) or `md`.
         judge_thresholds: a file `ragworks eval calibrate --thresholds-out` wrote: each judgement of a
             calibrated metric then says pass / fail at its threshold (`passed` in its details).
-        custom_judges: a YAML file of custom judges (or the specs), run by the LLM judge besides the
-            suite's own `judges:` (see `ragworks.eval.custom_judges`); an offline judge refuses them.
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
             `predict_fn` to `evaluate` and lets its harness do both (several times slower).
@@ -200,18 +200,9 @@ def run_suite(
         raise ConfigError(f"repeats must be at least 1, got {repeats}.")
     baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
     judge = with_thresholds(judge, judge_thresholds, concurrency=concurrency)
-    plan = _plan(
-        target,
-        suite,
-        scorers=scorers,
-        judge=judge,
-        k=k,
-        fail_under=fail_under,
-        workers=concurrency,
-        custom_judges=custom_judges,
-    )
+    plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
     if baseline is not None:
-        check_shared_questions(baseline, _plain_questions(plan.suite), baseline=str(baseline_run_id))
+        check_shared_questions(baseline, plan.suite.questions(), baseline=str(baseline_run_id))
     if experiment:
         mlflow.set_experiment(experiment)
     start = time.perf_counter()
@@ -222,13 +213,13 @@ def run_suite(
         result.allow_errors = allow_errors
         result.failures = threshold_failures(result.metrics, fail_under)
         result.errors = failed_predictions(result.table["trace_id"], result.table["state"])
-        result.errors += judged_errors(result.metrics, plan.names)
-        result.errors += missing_traces(run.info, rows=len(plan.suite.rows))
+        result.errors += judged_errors(result.metrics, [*plan.names, *CONVERSATION_METRICS])
+        result.errors += missing_traces(run.info, rows=len(plan.records))
         if baseline is not None:
             result.comparison = compare_tables(
                 baseline,
                 result.table,
-                list(result.metrics),
+                [m for m in result.metrics if m in result.table],
                 baseline=str(baseline_run_id),
                 current=run.info.run_id,
             )
@@ -236,7 +227,7 @@ def run_suite(
             result.repeats = _judge_again(plan, evaluation, result, repeats=repeats, k=k, workers=concurrency)
         log_result(
             result,
-            rows=len(plan.suite.rows),
+            rows=len(plan.records),
             scorer_names=plan.names,
             k=k,
             fail_under=fail_under,
@@ -257,8 +248,8 @@ class _Plan:
     """Our judge scorers: the ones worth running ahead, as they wait on the judge, not the CPU."""
     only_ours: bool
     predict_fn: PredictFn
-    custom: list[CustomJudgeSpec] = field(default_factory=list)
-    """The custom judges of the run (the suite's and a judges file's)."""
+    records: list[dict[str, Any]]
+    """The suite's records, one per row and per conversation turn (Any: JSON values)."""
 
 
 def _plan(
@@ -270,19 +261,16 @@ def _plan(
     k: int,
     fail_under: Mapping[str, float] | None,
     workers: int,
-    custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> _Plan:
     """Resolve the scorers, check the thresholds' names, load the suite, check the judge, build the target."""
     judge_obj = get_judge(judge, concurrency=workers) if isinstance(judge, str) else judge
     specs = list(scorers or DEFAULT_SCORERS)
     scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)
-    loaded = EvalSuite.load(suite)
-    custom = gather_specs(loaded.judges, custom_judges)
-    custom_list = custom_scorers(custom, judge_obj, taken=[s.name for s in scorer_list])
-    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)] + custom_list
-    scorer_list += custom_list
     names = [s.name for s in scorer_list]
-    check_threshold_names(fail_under, names)
+    check_threshold_names(fail_under, [*names, *CONVERSATION_METRICS])
+    loaded = EvalSuite.load(suite)
+    records = loaded.to_records()
+    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)]
     if judged:
         check_judge(judge_obj)
     return _Plan(
@@ -291,15 +279,10 @@ def _plan(
         scorers=scorer_list,
         names=names,
         judged=judged,
-        only_ours=all(isinstance(spec, str) and not is_mlflow_name(spec) for spec in specs),
-        predict_fn=make_predict_fn(target),
-        custom=custom,
+        only_ours=all(isinstance(spec, str) for spec in specs),
+        predict_fn=play_conversations(make_predict_fn(target), records),
+        records=records,
     )
-
-
-def _plain_questions(suite: EvalSuite) -> list[str]:
-    """The questions of rows asked as `{"question": ...}` (other rows are paired after the run)."""
-    return [r.inputs["question"] for r in suite.rows if isinstance(r.inputs.get("question"), str)]
 
 
 def _is_judge_name(spec: ScorerSpec) -> bool:
@@ -312,7 +295,7 @@ def _evaluate(plan: _Plan, *, prefetch: bool, workers: int) -> EvaluationResult:
 
     from ragworks.eval import _prefetch
 
-    records = plan.suite.to_records()
+    records = plan.records
     try:
         if prefetch and _prefetch.AVAILABLE:
             prepare = getattr(plan.judge, "prepare", None)
@@ -338,9 +321,13 @@ def _result(run_id: str, plan: _Plan, evaluation: EvaluationResult) -> SuiteResu
 
     frame = evaluation.result_df if evaluation.result_df is not None else pd.DataFrame()
     summary = summarise(frame, metric_names(plan.names, frame))
-    table = _base_table(frame, plan.suite)
+    table = _base_table(frame, plan.records)
     for column, values in summary.columns.items():
         table[column] = values
+    conversations = _conversations(table, frame, plan)
+    if conversations is not None:
+        summary.metrics.update(conversations.metrics)
+        summary.values.update(conversations.values)
     stats = getattr(getattr(plan.judge, "client", None), "stats", None)
     judge_stats = (
         {k: getattr(stats, k) for k in ("calls", "cache_hits", "retries", "failures")} if stats else {}
@@ -353,7 +340,17 @@ def _result(run_id: str, plan: _Plan, evaluation: EvaluationResult) -> SuiteResu
         table=table,
         judge=plan.judge.name,
         judge_stats=judge_stats,
+        conversations=conversations,
     )
+
+
+def _conversations(table: pd.DataFrame, frame: pd.DataFrame, plan: _Plan) -> ConversationSummary | None:
+    """The conversation metrics and per-turn means, when the table has conversation turns."""
+    if "turn" not in table:
+        return None
+    responses = frame["response"] if "response" in frame else [None] * len(frame)
+    answers = [answer_of(r) for r in responses]
+    return summarise_conversations(table, answers, plan.records, judge=plan.judge, metrics=plan.names)
 
 
 def _judge_again(
@@ -364,33 +361,31 @@ def _judge_again(
     if not names or evaluation.result_df is None:
         return {}
     first = {name: [as_float(v) for v in result.table[name]] for name in names}
-    ours = [n for n in names if n in JUDGE_SCORERS]
-    custom = [c for c in plan.custom if c.name in names]
-
-    def make(i: int) -> list[Scorer]:
-        twin = repeat_judge(plan.judge, i)
-        return (resolve_scorers(ours, judge=twin, k=k) if ours else []) + custom_scorers(custom, twin)
-
     return judge_again(
         evaluation.result_df,
         plan.suite.to_records(),
         first,
-        make,
+        lambda i: resolve_scorers(names, judge=repeat_judge(plan.judge, i), k=k),
         repeats=repeats,
         workers=workers,
     )
 
 
-def _base_table(frame: pd.DataFrame, suite: EvalSuite) -> pd.DataFrame:
+def _base_table(frame: pd.DataFrame, records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     table = pd.DataFrame(index=range(len(frame)))
     table["trace_id"] = list(frame["trace_id"]) if "trace_id" in frame else None
     table["state"] = [str(s) for s in frame["state"]] if "state" in frame else None
-    requests = frame["request"] if "request" in frame else [r.inputs for r in suite.rows]
-    table[KEY_COLUMN] = row_keys(list(requests))  # pairs this run's rows with a later run's
+    requests = frame["request"] if "request" in frame else [r["inputs"] for r in records]
     responses = frame["response"] if "response" in frame else [None] * len(frame)
-    table["question"] = [question_of(r) for r in requests]
+    questions = [question_of(r) for r in requests]
+    conversations, turns = turn_columns(list(requests), records)
+    keyed = pairing_inputs(list(requests), conversations, turns, questions)
+    table[KEY_COLUMN] = row_keys(keyed)  # pairs this run's rows with a later run's
+    if any(turns):
+        table["conversation"], table["turn"] = conversations, turns
+    table["question"] = questions
     table["answer"] = [answer_of(r)[:2000] for r in responses]
     return table
 

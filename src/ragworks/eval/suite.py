@@ -1,5 +1,10 @@
 """Eval suites: rows of `inputs` (a question or a Responses request) and optional `expectations`.
 
+A row may instead be a conversation: `turns: [{question, expected_response?, expected_facts?,
+expected_doc_ids?}, ...]` (optional `id`). Its records are one per turn, with the conversation's id
+and the turn's number (1-based) in `inputs` (`CONVERSATION_KEY`, `TURN_KEY`); the runner plays
+them in order, each with the conversation so far (see `ragworks.eval.conversations`).
+
 A suite loads from YAML (`rows:` list), JSONL (one row per line) or an MLflow evaluation dataset
 (`mlflow-dataset:<name or id>`). Errors name the row and the field.
 
@@ -15,15 +20,27 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ragworks.errors import EvalError
-from ragworks.eval._judge_specs import CustomJudgeSpec
 
 MLFLOW_DATASET_PREFIX = "mlflow-dataset:"
+CONVERSATION_KEY = "conversation_id"
+"""The `inputs` key of a conversation turn's record naming its conversation."""
+TURN_KEY = "turn"
+"""The `inputs` key of a conversation turn's record holding its number (1-based)."""
 
 
 class Expectations(BaseModel):
@@ -68,6 +85,49 @@ class EvalRow(BaseModel):
         return self
 
 
+class Turn(Expectations):
+    """One user turn of a conversation and what its answer should hold."""
+
+    question: str = Field(min_length=1)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a turn's question must be a non-empty string")
+        return value
+
+    def expectations(self) -> dict[str, Any]:
+        """The turn's expectations as a record's `expectations` (Any: JSON values)."""
+        return self.model_dump(exclude_none=True, exclude={"question"})
+
+
+class Conversation(BaseModel):
+    """A case of several turns, asked in order, each with the earlier turns as its history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    """The conversation's id in records and traces (default: `conversation-<row number>`)."""
+    turns: list[Turn] = Field(min_length=1)
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Tags copied onto every turn's trace."""
+
+
+def _row_kind(value: Any) -> str:
+    # Any: a raw row (dict) or an already built model
+    if isinstance(value, dict):
+        return "conversation" if "turns" in value else "row"
+    return "conversation" if isinstance(value, Conversation) else "row"
+
+
+SuiteRow = Annotated[
+    Annotated[EvalRow, Tag("row")] | Annotated[Conversation, Tag("conversation")],
+    Discriminator(_row_kind),
+]
+"""A single-turn row, or a conversation (a row with `turns`)."""
+
+
 class EvalSuite(BaseModel):
     """A named list of rows."""
 
@@ -75,14 +135,36 @@ class EvalSuite(BaseModel):
 
     name: str = "suite"
     description: str = ""
-    rows: list[EvalRow] = Field(min_length=1)
-    judges: list[CustomJudgeSpec] = Field(default_factory=list)
-    """Custom judges, run by the LLM judge besides the scorers (see `ragworks.eval.custom_judges`)."""
+    rows: list[SuiteRow] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_conversation_ids(self) -> EvalSuite:
+        ids = [cid for cid, _ in self._conversations()]
+        duplicates = sorted({cid for cid in ids if ids.count(cid) > 1})
+        if duplicates:
+            raise ValueError(f"conversation ids must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def _conversations(self) -> list[tuple[str, Conversation]]:
+        return [
+            (row.id or f"conversation-{number}", row)
+            for number, row in enumerate(self.rows, 1)
+            if isinstance(row, Conversation)
+        ]
+
+    @property
+    def has_conversations(self) -> bool:
+        """Whether any row is a conversation."""
+        return any(isinstance(row, Conversation) for row in self.rows)
 
     def to_records(self) -> list[dict[str, Any]]:
-        """Rows as the dicts `mlflow.genai.evaluate` takes (Any: JSON values)."""
+        """Rows as the dicts `mlflow.genai.evaluate` takes, one per turn (Any: JSON values)."""
+        ids = {id(conv): cid for cid, conv in self._conversations()}
         records = []
         for row in self.rows:
+            if isinstance(row, Conversation):
+                records.extend(_turn_records(ids[id(row)], row))
+                continue
             record: dict[str, Any] = {"inputs": dict(row.inputs)}
             if row.expectations is not None:
                 record["expectations"] = row.expectations.model_dump(exclude_none=True)
@@ -90,6 +172,14 @@ class EvalSuite(BaseModel):
                 record["tags"] = dict(row.tags)
             records.append(record)
         return records
+
+    def questions(self) -> list[str]:
+        """The questions of rows asked as `{"question": ...}` and of every conversation turn."""
+        return [
+            r["inputs"]["question"]
+            for r in self.to_records()
+            if isinstance(r["inputs"].get("question"), str)
+        ]
 
     @classmethod
     def load(cls, source: EvalSuite | str | Path) -> EvalSuite:
@@ -159,6 +249,19 @@ class EvalSuite(BaseModel):
         return dataset
 
 
+def _turn_records(conversation_id: str, conversation: Conversation) -> list[dict[str, Any]]:
+    records = []
+    for number, turn in enumerate(conversation.turns, 1):
+        inputs = {"question": turn.question, CONVERSATION_KEY: conversation_id, TURN_KEY: number}
+        record: dict[str, Any] = {"inputs": inputs}
+        if expectations := turn.expectations():
+            record["expectations"] = expectations
+        if conversation.tags:
+            record["tags"] = dict(conversation.tags)
+        records.append(record)
+    return records
+
+
 def _dataset_row(record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"inputs": record.get("inputs")}
     expectations = record.get("expectations")
@@ -184,15 +287,24 @@ def format_suite_error(exc: ValidationError, *, source: str) -> str:
         if len(loc) >= 2 and loc[0] == "rows" and isinstance(loc[1], int):
             where = f"row {loc[1] + 1}"
             loc = loc[2:]
+        kind = str(loc.pop(0)) if loc and loc[0] in ("row", "conversation") else "row"
         field = ".".join(str(p) for p in loc) or "(row)"
-        allowed = (
-            "expected_response, expected_facts, expected_doc_ids"
-            if "expectations" in loc
-            else ("inputs, expectations, tags")
-        )
+        if len(loc) >= 2 and loc[0] == "turns" and isinstance(loc[1], int):
+            field = ".".join([f"turn {loc[1] + 1}", *(str(p) for p in loc[2:])])
+        allowed = _allowed_fields(kind, loc)
         message = f"unknown field; allowed: {allowed}" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"  {where}, {field}: {message}")
     return "\n".join(lines)
+
+
+def _allowed_fields(kind: str, loc: list[int | str]) -> str:
+    if "expectations" in loc:
+        return "expected_response, expected_facts, expected_doc_ids"
+    if kind == "conversation":
+        if "turns" in loc:
+            return "question, expected_response, expected_facts, expected_doc_ids"
+        return "id, turns, tags"
+    return "inputs, expectations, tags (or turns, for a conversation)"
 
 
 def example_suite_path() -> Path:
