@@ -100,47 +100,110 @@ class _Sentence:
     position: int
     text: str
     terms: frozenset[str]
+    prose: bool = True
 
 
-def _passages(text: str) -> list[str]:
-    """Paragraphs and list items with hard-wrapped lines joined; headings are titles, not answers."""
-    out: list[str] = []
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)+\|?\s*$")
+_METADATA = re.compile(r"^\s*[A-Za-z][\w-]{0,30}(?: [\w-]+)?:\s+\S")
+_CODE_LINE = re.compile(
+    r"^\s*(?:\$ |>>> |\w+\s*=\s*\S|(?:import|from|def|class|pip|npm|curl|git)\s)|[{};]\s*$"
+)
+_PROSE_LINE_WORDS = 8
+# Questions that ask for code, commands, tables or metadata may be answered with them.
+_ASKS_FOR_NON_PROSE = frozenset(
+    {"code", "command", "instal", "snippet", "exampl", "tabl", "column", "row", "metadata"}
+    | {"version", "licens", "author", "depend", "requir"}
+)
+_YEAR = re.compile(
+    r"\b(?:1\d{3}|20\d{2})s?\b|\b(?:January|February|March|April|May|June|July|August|September|"
+    r"October|November|December|century|centuries)\b"
+)
+_NUMBER = re.compile(
+    r"\b\d[\d,.]*\b|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million|billion)\b",
+    re.IGNORECASE,
+)
+_ASKS_WHEN = re.compile(r"\b(?:when|what year|which year|what century|what decade)\b", re.IGNORECASE)
+_ASKS_COUNT = re.compile(
+    r"\bhow (?:many|much|long|large|big|old|far)\b|\bwhat (?:percentage|number)\b", re.IGNORECASE
+)
+_WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
+_NEIGHBOUR_WEIGHT = 0.3
+"""Weight of question terms found only in the sentence before or after (they set its scene)."""
+_RANK_DISCOUNT = 0.3
+"""How much less the last retrieved source's sentences count than the first's."""
+_ANSWER_TYPE_BOOST = 1.3
+"""Score factor for a sentence with a date (when?) or a number (how many?) when the question asks for one."""
+_MIN_COVERAGE = 0.25
+"""Share of the question's idf weight the best sentence must hold, else the answer is NOT_FOUND.
+
+Calibrated on the dev articles of SQuAD 2.0 (benchmarks/offline_answers.py): about 9% abstention on
+answerable questions and 20% on unanswerable ones, together with the missing-name rule."""
+_FOLLOW_RATIO = 0.85
+"""A further sentence is quoted only when it scores this close to the best one."""
+
+
+def _passages(text: str) -> list[tuple[str, bool]]:
+    """Paragraphs and list items with hard-wrapped lines joined, each marked prose or not.
+
+    Headings are titles, not answers; fenced code, table rows, `Key: value` metadata lines and code
+    lines are kept apart (marked not prose) so that they are quoted only when asked for.
+    """
+    out: list[tuple[str, bool]] = []
+    fenced = False
     for block in _BLOCK_SPLIT.split(text):
         lines: list[str] = []
         for line in block.splitlines():
+            if _FENCE.match(line):
+                out.append((" ".join(lines), True))
+                lines = []
+                fenced = not fenced
+                continue
+            if fenced or _non_prose_line(line):
+                out.append((" ".join(lines), True))
+                out.append((line.strip(), False))
+                lines = []
+                continue
             if _HEADING.match(line) or _LIST_ITEM.match(line):
-                out.append(" ".join(lines))
+                out.append((" ".join(lines), True))
                 lines = [] if _HEADING.match(line) else [_LIST_ITEM.sub("", line).strip()]
                 continue
             lines.append(line.strip())
-        out.append(" ".join(lines))
-    return [p for p in out if p]
+        out.append((" ".join(lines), True))
+    return [(p, prose) for p, prose in out if p]
+
+
+def _non_prose_line(line: str) -> bool:
+    """A table row, a short `Key: value` metadata line, or a line of code or a shell command."""
+    if _TABLE_ROW.match(line):
+        return True
+    short = len(line.split()) <= _PROSE_LINE_WORDS
+    return short and (_METADATA.match(line) is not None or _CODE_LINE.search(line) is not None)
 
 
 def split_sentences(source: int, text: str) -> list[_Sentence]:
     """Split a source into sentences of at least three words, with their stemmed terms."""
     out = []
-    raw_sentences = [s for p in _passages(text) for s in _SENTENCE_SPLIT.split(p)]
-    for position, raw in enumerate(raw_sentences):
-        sentence = raw.strip()
+    raw = [(s, prose) for p, prose in _passages(text) for s in (_SENTENCE_SPLIT.split(p) if prose else [p])]
+    for position, (line, prose) in enumerate(raw):
+        sentence = line.strip()
         if len(sentence.split()) >= 3:
-            out.append(
-                _Sentence(
-                    source=source, position=position, text=sentence, terms=frozenset(tokenize(sentence))
-                )
-            )
+            terms = frozenset(tokenize(sentence))
+            out.append(_Sentence(source=source, position=position, text=sentence, terms=terms, prose=prose))
     return out
 
 
 @functools.lru_cache(maxsize=QUOTABLE_CACHE)
-def _quotable(text: str) -> tuple[tuple[int, str, frozenset[str]], ...]:
-    """The sentences of a source that may be quoted (instructions dropped), by position.
+def _quotable(text: str) -> tuple[tuple[int, str, frozenset[str], bool], ...]:
+    """The sentences of a source that may be quoted (instructions dropped), by position, with prose flag.
 
     Cached by text: a server retrieves the same chunks again and again, and splitting, stemming and
     screening them is most of the offline model's work.
     """
     return tuple(
-        (s.position, s.text, s.terms) for s in split_sentences(0, text) if not looks_like_instruction(s.text)
+        (s.position, s.text, s.terms, s.prose)
+        for s in split_sentences(0, text)
+        if not looks_like_instruction(s.text)
     )
 
 
@@ -148,43 +211,80 @@ def _terms(text: str) -> set[str]:
     return {t for t in tokenize(text) if t not in _QUESTION_WORDS}
 
 
+def _names(question: str) -> set[str]:
+    """Stemmed terms of the question's names and numbers (capitalised after the first word, or digits)."""
+    words = _WORD.findall(question)
+    picked = [w for i, w in enumerate(words) if (i > 0 and w[0].isupper()) or w[0].isdigit()]
+    return {t for w in picked for t in tokenize(w)} - _QUESTION_WORDS
+
+
 def extractive_answer(
     question: str, sources: Sequence[tuple[int, str]], *, context: str = "", max_sentences: int = 3
 ) -> str:
-    """Answer with the source sentences that best match the question, each cited `[n]`.
+    """Answer with the source sentence that best answers the question (a close second too), cited `[n]`.
 
-    Terms of `context` (earlier turns) help rank sentences but weigh less than the question's own;
-    the best sentence must share at least a third of the question's terms. Sentences that give
-    orders to an assistant are never quoted.
+    Sentences are scored by the idf of the question terms they share (context terms of earlier turns
+    weigh less, terms of the neighbouring sentences a little), favouring earlier sources and, for
+    "when?" and "how many?", sentences with a date or a number. The answer is NOT_FOUND when a name
+    or number of the question is in no source, or when the best sentence holds less than a quarter
+    of the question's idf weight. Code, tables and metadata are quoted only when asked for, and
+    sentences that give orders to an assistant never.
     """
     asked = _terms(question)
     weights = {t: _CONTEXT_WEIGHT for t in _terms(context)} | {t: 1.0 for t in asked}
+    numbers = {n for n, _ in sources}
+    wants_non_prose = bool(asked & _ASKS_FOR_NON_PROSE)
     sentences = [
-        _Sentence(source=n, position=position, text=sentence, terms=terms)
+        _Sentence(source=n, position=position, text=sentence, terms=terms, prose=prose)
         for n, text in sources
-        for position, sentence, terms in _quotable(text)
+        for position, sentence, terms, prose in _quotable(text)
+        if prose or wants_non_prose
     ]
     if not asked or not sentences:
+        return NOT_FOUND
+    if _names(question) - set().union(*(s.terms for s in sentences)):
         return NOT_FOUND
     df: dict[str, int] = {}
     for s in sentences:
         for term in s.terms & weights.keys():
             df[term] = df.get(term, 0) + 1
-    idf = {t: weights[t] * math.log(1 + len(sentences) / c) for t, c in df.items()}
-    scored = [
-        (sum(idf[t] for t in s.terms & weights.keys()) / max(len(s.terms), 1) ** 0.25, s)
-        for s in sentences
-        if s.terms & weights.keys()
-    ]
-    if max((len(s.terms & asked) for s in sentences), default=0) * 3 < len(asked):
-        return NOT_FOUND
+    # A question term in no sentence keeps a high idf: missing it is what makes an answer weak.
+    idf = {t: w * math.log(1 + len(sentences) / df.get(t, 0.5)) for t, w in weights.items()}
+    asked_weight = sum(idf[t] for t in asked)
+    rank = {n: i / max(len(numbers), 1) for i, n in enumerate(dict.fromkeys(n for n, _ in sources))}
     subject = _definition_subject(question)
-    if subject:
-        scored = [(score * (2.0 if _defines(s.text, subject) else 1.0), s) for score, s in scored]
-    best = max(score for score, _ in scored)
-    kept = sorted((x for x in scored if x[0] >= best / 2), key=lambda x: -x[0])[:max_sentences]
-    chosen = _dedupe(sorted((s for _, s in kept), key=lambda s: (s.source, s.position)))
+    wanted = _YEAR if _ASKS_WHEN.search(question) else _NUMBER if _ASKS_COUNT.search(question) else None
+    scored: list[tuple[float, float, _Sentence]] = []
+    for i, s in enumerate(sentences):
+        shared = s.terms & weights.keys()
+        if not shared:
+            continue
+        around = (_neighbour_terms(sentences, i) & weights.keys()) - shared
+        score = sum(idf[t] for t in shared) + _NEIGHBOUR_WEIGHT * sum(idf[t] for t in around)
+        score /= max(len(s.terms), 1) ** 0.25
+        score *= 1 - _RANK_DISCOUNT * rank[s.source]
+        if wanted is not None and wanted.search(s.text):
+            score *= _ANSWER_TYPE_BOOST
+        if subject and _defines(s.text, subject):
+            score *= 2.0
+        if len(s.terms - weights.keys()) < 2:
+            score *= 0.5  # a sentence that only restates the question answers nothing
+        scored.append((score, sum(idf[t] for t in shared & asked) / asked_weight, s))
+    if not scored:
+        return NOT_FOUND
+    scored.sort(key=lambda x: -x[0])
+    best, coverage, _ = scored[0]
+    if coverage < _MIN_COVERAGE:
+        return NOT_FOUND
+    kept = [s for score, _, s in scored[:max_sentences] if score >= _FOLLOW_RATIO * best]
+    chosen = _dedupe(sorted(kept, key=lambda s: (s.source, s.position)))
     return " ".join(_cite(s) for s in chosen)
+
+
+def _neighbour_terms(sentences: Sequence[_Sentence], i: int) -> set[str]:
+    """Terms of the sentences just before and after sentence `i` in the same source."""
+    near = (sentences[j] for j in (i - 1, i + 1) if 0 <= j < len(sentences))
+    return set().union(*(s.terms for s in near if s.source == sentences[i].source))
 
 
 _WHAT_IS = re.compile(r"^\s*what\s+(?:is|are)\s+(?:an?\s+|the\s+)?(.+?)\s*\??\s*$", re.IGNORECASE)

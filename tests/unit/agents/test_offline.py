@@ -117,3 +117,58 @@ def test_what_is_questions_prefer_the_defining_sentence() -> None:
     sources = [(1, "Teams use ragworks daily for support bots. ragworks is a framework for RAG agents.")]
     answer = extractive_answer("What is ragworks?", sources, max_sentences=1)
     assert answer == "ragworks is a framework for RAG agents [1]."
+
+
+README = (
+    "# ragworks\n\n"
+    "Name: ragworks\nVersion: 0.3.1\nRequires-Dist: mlflow>=3\n\n"
+    "ragworks is a framework for building retrieval agents on MLflow. "
+    "It ships a FastAPI server and an offline evaluation suite.\n\n"
+    "```bash\npip install ragworks\nragworks serve --config agent.yaml\n```\n\n"
+    "| option | default |\n|---|---|\n| retrieval agents mode | hybrid |\n"
+)
+
+
+def test_code_tables_and_metadata_are_not_answers_unless_asked_for() -> None:
+    answer = extractive_answer("What is ragworks for, retrieval agents?", [(1, README)])
+    assert answer == "ragworks is a framework for building retrieval agents on MLflow [1]."
+    asked = extractive_answer("Which command installs ragworks with pip?", [(1, README)])
+    assert asked == "pip install ragworks [1]."
+
+
+def test_one_sentence_when_one_answers_and_a_date_for_when() -> None:
+    text = (
+        "The Normans conquered England under William. "
+        "The Norman conquest of England began in 1066 at Hastings. "
+        "Norman castles still stand across England today."
+    )
+    answer = extractive_answer("When did the Norman conquest of England begin?", [(1, text)])
+    assert answer == "The Norman conquest of England began in 1066 at Hastings [1]."
+
+
+def test_abstains_when_a_name_of_the_question_is_in_no_source() -> None:
+    text = "The Normans conquered England in 1066. Their duke was William."
+    assert extractive_answer("When did the Normans conquer Scotland?", [(1, text)]) == NOT_FOUND
+    assert extractive_answer("When did the Normans conquer England?", [(1, text)]).endswith("[1].")
+
+
+def test_abstains_when_the_best_sentence_holds_too_little_of_the_question() -> None:
+    text = "Castles were built of stone. Stone was carried by river barges from quarries."
+    # Two of six terms match, which the old one-third rule took for an answer; by idf weight it is not.
+    question = "What mortar recipe of medieval masons is in castle stone?"
+    assert extractive_answer(question, [(1, text)]) == NOT_FOUND
+
+
+def test_each_cited_sentence_comes_from_the_source_it_cites() -> None:
+    sources = [
+        (1, "BM25 ranks chunks by term frequency. It needs no model."),
+        (2, "Dense search ranks chunks by embedding similarity. It needs a model on disk."),
+        (3, "Hybrid search fuses BM25 and dense rankings of chunks."),
+    ]
+    answer = extractive_answer("How does hybrid search rank chunks?", sources, max_sentences=3)
+    texts = dict(sources)
+    pieces = [p for p in answer.split("].") if p.strip()]
+    assert pieces
+    for piece in pieces:
+        body, _, number = piece.strip().rpartition(" [")
+        assert body in texts[int(number)], (body, number)
