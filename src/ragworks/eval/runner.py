@@ -50,7 +50,9 @@ from ragworks.eval.conversation_summary import (
     turn_columns,
 )
 from ragworks.eval.conversations import play_conversations
+from ragworks.eval.custom_judges import CustomJudgeSpec, custom_scorers, gather_specs
 from ragworks.eval.judges import Judge, get_judge
+from ragworks.eval.mlflow_scorers import is_mlflow_name, mlflow_scorer
 from ragworks.eval.paired import (
     KEY_COLUMN,
     PairedComparison,
@@ -61,7 +63,7 @@ from ragworks.eval.paired import (
     row_keys,
 )
 from ragworks.eval.repeats import RepeatStats, judge_again, repeat_judge
-from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_NAMES, make_scorer
+from ragworks.eval.scorers import DEFAULT_SCORERS, JUDGE_SCORERS, SCORER_GROUPS, SCORER_NAMES, make_scorer
 from ragworks.eval.suite import EvalSuite, example_suite
 
 if TYPE_CHECKING:
@@ -122,13 +124,18 @@ class SuiteResult:
 def resolve_scorers(specs: Sequence[ScorerSpec] | None, *, judge: Judge, k: int) -> list[Scorer]:
     """Scorer names become our scorers (sharing `judge`); Scorer objects pass through unchanged.
 
+    A `mlflow:<Name>` names one of MLflow's built-in scorers (see `ragworks.eval.mlflow_scorers`).
+
     Raises:
         EvalError: a name is not one of SCORER_NAMES.
+        ConfigError: a `mlflow:` name is no MLflow built-in, or needs an LLM judge.
     """
     out = []
     for spec in specs or DEFAULT_SCORERS:
-        if isinstance(spec, str):
-            if spec not in SCORER_NAMES:
+        if is_mlflow_name(spec):
+            out.append(mlflow_scorer(str(spec), judge=judge))
+        elif isinstance(spec, str):
+            if spec not in SCORER_NAMES and spec not in SCORER_GROUPS:
                 raise EvalError(f"Unknown scorer {spec!r}. Available: {', '.join(SCORER_NAMES)}.")
             out.append(make_scorer(spec, judge=judge, k=k))
         else:
@@ -160,6 +167,7 @@ def run_suite(
     report_format: str = "html",
     prefetch: bool = True,
     judge_thresholds: str | Path | None = None,
+    custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
 
@@ -185,6 +193,8 @@ def run_suite(
         report_format: `html` (with a score histogram per metric) or `md`.
         judge_thresholds: a file `ragworks eval calibrate --thresholds-out` wrote: each judgement of a
             calibrated metric then says pass / fail at its threshold (`passed` in its details).
+        custom_judges: a YAML file of custom judges (or the specs), run by the LLM judge besides the
+            suite's own `judges:` (see `ragworks.eval.custom_judges`); an offline judge refuses them.
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
             `predict_fn` to `evaluate` and lets its harness do both (several times slower).
@@ -200,7 +210,16 @@ def run_suite(
         raise ConfigError(f"repeats must be at least 1, got {repeats}.")
     baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
     judge = with_thresholds(judge, judge_thresholds, concurrency=concurrency)
-    plan = _plan(target, suite, scorers=scorers, judge=judge, k=k, fail_under=fail_under, workers=concurrency)
+    plan = _plan(
+        target,
+        suite,
+        scorers=scorers,
+        judge=judge,
+        k=k,
+        fail_under=fail_under,
+        workers=concurrency,
+        custom_judges=custom_judges,
+    )
     if baseline is not None:
         check_shared_questions(baseline, plan.suite.questions(), baseline=str(baseline_run_id))
     if experiment:
@@ -250,6 +269,8 @@ class _Plan:
     predict_fn: PredictFn
     records: list[dict[str, Any]]
     """The suite's records, one per row and per conversation turn (Any: JSON values)."""
+    custom: list[CustomJudgeSpec] = field(default_factory=list)
+    """The custom judges of the run (the suite's and a judges file's)."""
 
 
 def _plan(
@@ -261,16 +282,20 @@ def _plan(
     k: int,
     fail_under: Mapping[str, float] | None,
     workers: int,
+    custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> _Plan:
     """Resolve the scorers, check the thresholds' names, load the suite, check the judge, build the target."""
     judge_obj = get_judge(judge, concurrency=workers) if isinstance(judge, str) else judge
     specs = list(scorers or DEFAULT_SCORERS)
     scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)
-    names = [s.name for s in scorer_list]
-    check_threshold_names(fail_under, [*names, *CONVERSATION_METRICS])
     loaded = EvalSuite.load(suite)
     records = loaded.to_records()
-    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)]
+    custom = gather_specs(loaded.judges, custom_judges)
+    custom_list = custom_scorers(custom, judge_obj, taken=[s.name for s in scorer_list])
+    judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)] + custom_list
+    scorer_list += custom_list
+    names = [s.name for s in scorer_list]
+    check_threshold_names(fail_under, [*names, *CONVERSATION_METRICS])
     if judged:
         check_judge(judge_obj)
     return _Plan(
@@ -279,9 +304,10 @@ def _plan(
         scorers=scorer_list,
         names=names,
         judged=judged,
-        only_ours=all(isinstance(spec, str) for spec in specs),
+        only_ours=all(isinstance(spec, str) and not is_mlflow_name(spec) for spec in specs),
         predict_fn=play_conversations(make_predict_fn(target), records),
         records=records,
+        custom=custom,
     )
 
 
@@ -361,11 +387,18 @@ def _judge_again(
     if not names or evaluation.result_df is None:
         return {}
     first = {name: [as_float(v) for v in result.table[name]] for name in names}
+    ours = [n for n in names if n in JUDGE_SCORERS]
+    custom = [c for c in plan.custom if c.name in names]
+
+    def make(i: int) -> list[Scorer]:
+        twin = repeat_judge(plan.judge, i)
+        return (resolve_scorers(ours, judge=twin, k=k) if ours else []) + custom_scorers(custom, twin)
+
     return judge_again(
         evaluation.result_df,
         plan.suite.to_records(),
         first,
-        lambda i: resolve_scorers(names, judge=repeat_judge(plan.judge, i), k=k),
+        make,
         repeats=repeats,
         workers=workers,
     )

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from ragworks.errors import EvalError
+from ragworks.eval._judge_specs import CustomJudgeSpec
 
 MLFLOW_DATASET_PREFIX = "mlflow-dataset:"
 CONVERSATION_KEY = "conversation_id"
@@ -136,6 +137,8 @@ class EvalSuite(BaseModel):
     name: str = "suite"
     description: str = ""
     rows: list[SuiteRow] = Field(min_length=1)
+    judges: list[CustomJudgeSpec] = Field(default_factory=list)
+    """Custom judges, run by the LLM judge besides the scorers (see `ragworks.eval.custom_judges`)."""
 
     @model_validator(mode="after")
     def _unique_conversation_ids(self) -> EvalSuite:
