@@ -1,9 +1,11 @@
 """The offline answer model: extractive, cited, and free of any network call.
 
 It reads the numbered `<source>` elements of its prompt (see `ragworks.agents.prompts`), ranks their
-sentences by stemmed word overlap with the question, and answers with the best few, each cited as
-`[n]`. With a retriever tool bound and no tool results yet, it first calls that tool, so the
-tool-calling graph also runs offline.
+whole sentences by idf-weighted stemmed overlap with the question, and answers with the best one
+(and any that score nearly as well), each cited as `[n]` of the source it was read from; code,
+tables, metadata and headings are not answers unless the question asks for them, and it says
+NOT_FOUND when no sentence answers well enough. With a retriever tool bound and no tool results
+yet, it first calls that tool, so the tool-calling graph also runs offline.
 
 Documents are untrusted. The question is the one the rag graph's `context_message` carries (or a
 plain user message), never a `Question:` line read from text a document could have written; and a
