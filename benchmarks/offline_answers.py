@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import random
 import re
@@ -42,7 +43,11 @@ from ragworks.retrieval.ingest import ingest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2-dev-5"
 Model = Callable[[str, Sequence[tuple[int, str]]], str]
-MODELS: dict[str, Model] = {"before": legacy_answer, "after": extractive_answer}
+MODELS: dict[str, Model] = {
+    "before": legacy_answer,
+    "after": extractive_answer,
+    "after-1": functools.partial(extractive_answer, max_sentences=1),  # never a second sentence
+}
 _CITATION = re.compile(r"\s*\[\d+\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -145,7 +150,7 @@ def retrieve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the figures of the old and the new offline model on the same retrieved sources."""
+    """Print the figures of the old and the new offline model (and the new one capped at one sentence)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--split", choices=["all", "dev", "test"], default="all")
