@@ -250,6 +250,9 @@ class Settings(BaseSettings):
     """Default embedder for new indexes."""
     api_token: str | None = Field(default=None, repr=False)
     """When set, the server requires `Authorization: Bearer <token>`."""
+    mlflow_ui: str | None = None
+    """The MLflow UI's address (RAGWORKS_MLFLOW_UI) for trace links in eval reports; default: an http(s)
+    tracking URI."""
     debug: bool = False
 
 

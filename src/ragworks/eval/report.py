@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ragworks.eval._paired_report import comparison_html
+from ragworks.eval._report_rows import ROWS_CSS, link_base, rows_html
 from ragworks.eval.agreement import trust_html, trust_lines
 from ragworks.eval.conversation_report import conversation_html, conversation_lines
 from ragworks.eval.repeats import repeat_lines
@@ -75,19 +76,21 @@ def _svg(values: list[float]) -> str:
 
 def render_markdown(result: SuiteResult) -> str:
     """The report as Markdown: metrics table, verdict, and the lowest-scoring rows."""
+    erred = any(m.errors for m in result.metrics.values())
     lines = [
         f"# Eval report: {result.suite}",
         "",
         f"Run `{result.run_id}`, judge `{result.judge}`.",
         "",
-        "| metric | mean | 95% CI | n | errors |",
-        "|---|---|---|---|---|",
+        "| metric | mean | 95% CI | n |" + (" errors |" if erred else ""),
+        "|---|---|---|---|" + ("---|" if erred else ""),
     ]
     for name, m in result.metrics.items():
-        lines.append(
-            f"| {name} | {_fmt(m.mean)} | [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}] | {m.n} | {m.errors} |"
-        )
-    lines += ["", *(f"- {line}" for line in trust_lines(result.judge, result.metrics))]
+        errors = f" {m.errors} |" if erred else ""
+        lines.append(f"| {name} | {_fmt(m.mean)} | [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}] | {m.n} |{errors}")
+    trust = trust_lines(result.judge, result.metrics)
+    if trust:
+        lines += ["", "## How far to trust these scores", "", *(f"- {line}" for line in trust)]
     lines += ["", f"**{verdict(result)}**"]
     lines += [f"- {f}" for f in result.failures]
     lines += [f"- error {e}" for e in result.errors]
@@ -105,28 +108,29 @@ def render_markdown(result: SuiteResult) -> str:
 def render_html(result: SuiteResult) -> str:
     """The report as one self-contained HTML page with a histogram per metric and the rows table."""
     esc = html.escape
+    erred = any(m.errors for m in result.metrics.values())
     rows = []
     for name, m in result.metrics.items():
+        errors = f"<td>{m.errors}</td>" if erred else ""
         rows.append(
             f"<tr><td>{esc(name)}</td><td>{_fmt(m.mean)}</td><td>[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
-            f"</td><td>{m.n}</td><td>{m.errors}</td><td>{_svg(result.values.get(name, []))}</td></tr>"
+            f"</td><td>{m.n}</td>{errors}<td>{_svg(result.values.get(name, []))}</td></tr>"
         )
     problems = "".join(f"<li>{esc(f)}</li>" for f in [*result.failures, *result.errors]) + "".join(
         f"<li>regression {esc(r.metric)}: {r.baseline:.3f} -&gt; {r.current:.3f}</li>"
         for r in result.regressions
     )
-    table = (
-        result.table.to_html(index=False, na_rep="", escape=True, max_rows=500) if len(result.table) else ""
-    )
+    table = rows_html(result.table, link_base(result))
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Eval report: {esc(result.suite)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;"
-        "vertical-align:top;font-size:13px}table{border-collapse:collapse}</style></head><body>"
+        "vertical-align:top;font-size:13px}table{border-collapse:collapse}"
+        f"{ROWS_CSS}</style></head><body>"
         f"<h1>Eval report: {esc(result.suite)}</h1><p>Run <code>{esc(result.run_id)}</code>, judge "
         f"<code>{esc(result.judge)}</code>, {result.elapsed_s:.1f}s.</p>"
         f"<h2>{verdict(result)}</h2><ul>{problems}</ul>"
-        "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th><th>errors</th>"
-        "<th>histogram</th></tr>"
+        "<table><tr><th>metric</th><th>mean</th><th>95% CI</th><th>n</th>"
+        f"{'<th>errors</th>' if erred else ''}<th>histogram</th></tr>"
         f"{''.join(rows)}</table>{trust_html(result.judge, result.metrics)}{comparison_html(result)}"
         f"{conversation_html(result.conversations)}<h2>Rows</h2>{table}</body></html>"
     )
