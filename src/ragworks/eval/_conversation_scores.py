@@ -3,8 +3,8 @@
 `consistency` (no model): a later answer contradicts an earlier one when one of its sentences makes
 the same claim as an earlier sentence (most content words shared: `SAME_CLAIM` of the shorter's,
 at least `MIN_CLAIM_WORDS`) with the opposite polarity (one is negated: not, no, never, cannot,
-...) or other numbers. A conversation scores the share of its later turns (2..n) that contradict
-no earlier answer; a contradiction names both sentences.
+...) or other numbers (number words count as digits). A conversation scores the share of its
+later turns (2..n) that contradict no earlier answer; a contradiction names both sentences.
 
 `retention` (the run's judge): a later turn's expected facts that were already said earlier in the
 conversation (a user question or an answer covers `FACT_COVERAGE` of the fact's content words) are
@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ragworks.eval._offline_judge import FACT_COVERAGE, content_stems, sentences
+from ragworks.eval._offline_judge import FACT_COVERAGE, content_stems, sentences, words
 from ragworks.eval.judges import Judge
 
 SAME_CLAIM = 0.8
@@ -44,11 +44,15 @@ def _claim(sentence: str) -> set[str]:
     return {s for s in content_stems(sentence, drop=_NEGATIONS) if not _NUMBER.fullmatch(s)}
 
 
+def _numbers(sentence: str) -> set[str]:
+    return {w for w in words(sentence) if _NUMBER.fullmatch(w)}  # "five" and "5" are one number
+
+
 def _contradict(earlier: str, later: str) -> bool:
     a, b = _claim(earlier), _claim(later)
     if min(len(a), len(b)) < MIN_CLAIM_WORDS or len(a & b) < SAME_CLAIM * min(len(a), len(b)):
         return False
-    numbers_a, numbers_b = set(_NUMBER.findall(earlier)), set(_NUMBER.findall(later))
+    numbers_a, numbers_b = _numbers(earlier), _numbers(later)
     return _negated(earlier) != _negated(later) or bool(numbers_a and numbers_b and numbers_a != numbers_b)
 
 
