@@ -7,6 +7,8 @@ history (`input` = earlier questions and answers, then the turn's question) plus
 id as `context.conversation_id` (the traces' session). Every predict pool here (ours and MLflow's)
 takes records first in, first out and a conversation's turns come in order, so a waiting turn's
 predecessors are already running; a turn that still waits `wait_s` fails with an error saying so.
+`evaluate`'s untraced check of the first row (`ragworks.eval._trace_probe`) is answered but
+neither waits nor enters the history, so the history holds the answers that were scored.
 
 Example:
     >>> calls = []
