@@ -57,7 +57,7 @@ def link_base(result: SuiteResult) -> tuple[str, str] | None:
 
     from ragworks.config import get_settings
 
-    ui = ui_address(mlflow.get_tracking_uri(), get_settings().mlflow_ui)
+    ui = ui_address(mlflow.get_tracking_uri(), result.ui_url or get_settings().mlflow_ui)
     if ui is None or not result.run_id:
         return None
     try:

@@ -70,6 +70,14 @@ def eval_command(
             help="A file `eval calibrate --thresholds-out` wrote: judgements pass / fail at its thresholds.",
         ),
     ] = None,
+    ui_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ui-url",
+            envvar="RAGWORKS_MLFLOW_UI",
+            help="The MLflow UI's address, for the report's trace links.",
+        ),
+    ] = None,
     judges: Annotated[
         Path | None,
         typer.Option(
@@ -107,6 +115,7 @@ def eval_command(
         experiment=experiment,
         concurrency=concurrency,
         judge_thresholds=judge_thresholds,
+        ui_url=ui_url,
         custom_judges=judges,
     )
     typer.echo(result.summary())

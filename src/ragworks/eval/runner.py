@@ -101,6 +101,8 @@ class SuiteResult:
     elapsed_s: float = 0.0
     report: str = ""
     """The report's artifact path in the run."""
+    ui_url: str = ""
+    """The MLflow UI's address the report links trace ids to (empty: see `ragworks.eval._report_rows`)."""
     conversations: ConversationSummary | None = None
     """Per-turn means and the conversation metrics, when the suite has conversations."""
 
@@ -167,6 +169,7 @@ def run_suite(
     report_format: str = "html",
     prefetch: bool = True,
     judge_thresholds: str | Path | None = None,
+    ui_url: str | None = None,
     custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
@@ -195,6 +198,8 @@ def run_suite(
             calibrated metric then says pass / fail at its threshold (`passed` in its details).
         custom_judges: a YAML file of custom judges (or the specs), run by the LLM judge besides the
             suite's own `judges:` (see `ragworks.eval.custom_judges`); an offline judge refuses them.
+        ui_url: the MLflow UI's address, for links from the report's trace ids (default:
+            RAGWORKS_MLFLOW_UI, else the tracking URI when it is http(s)).
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
             `predict_fn` to `evaluate` and lets its harness do both (several times slower).
@@ -230,6 +235,7 @@ def run_suite(
         result = _result(run.info.run_id, plan, evaluation)
         result.elapsed_s = time.perf_counter() - start
         result.allow_errors = allow_errors
+        result.ui_url = ui_url or ""
         result.failures = threshold_failures(result.metrics, fail_under)
         result.errors = failed_predictions(result.table["trace_id"], result.table["state"])
         result.errors += judged_errors(result.metrics, [*plan.names, *CONVERSATION_METRICS])

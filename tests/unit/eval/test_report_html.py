@@ -90,6 +90,12 @@ def test_trace_ids_link_into_the_ui_when_its_address_is_known(
     assert [a.get_text() for a in links] == ["tr-1", "tr-2"]
     assert links[0]["href"] == trace_url("http://127.0.0.1:5000", experiment_id, "tr-1")
 
+    monkeypatch.delenv("RAGWORKS_MLFLOW_UI")
+    given = _result(run_id)
+    given.ui_url = "https://mlflow.example"  # what `ragworks eval --ui-url` passes
+    href = BeautifulSoup(render_html(given), "html.parser").select_one(".rows a")["href"]
+    assert href == trace_url("https://mlflow.example", experiment_id, "tr-1")
+
 
 def test_the_rows_table_scrolls_in_its_own_box() -> None:
     soup = BeautifulSoup(render_html(_result()), "html.parser")
