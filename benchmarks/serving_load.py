@@ -14,7 +14,9 @@ embeddings) and the offline model; each server is its own process, started and s
 Each target gets a warm-up, then `--requests` POST /invocations (non-streaming) at `--concurrency`,
 then `--requests` streamed requests (POST /v1/responses with "stream": true; MLflow's server cannot
 stream, so it has none). Reported: requests/s, p50/p99 latency, p50/p99 time to the first body byte
-of streamed answers, and errors (non-200, a stream without [DONE], or an error event). For traced
+of streamed answers, errors (non-200, a stream without [DONE], or an error event), and the CPU the
+server's processes spent per request during the load (`cpu ms`, read from /proc: on a shared machine
+it moves far less than requests/s, so two versions can be compared there too). For traced
 targets it also waits for MLflow's background export to store every trace, and reports how long that
 took and the rate sustained with the export included (the request path alone hides its cost), and
 the traces kept per second over that time (MLflow's exporter drops traces once its queue is full).
@@ -92,6 +94,8 @@ class Result:
     """Requests/s with the time to store every trace included (traced targets only)."""
     kept: float | None = None
     """Traces stored per second over the same time: `sustained`, less any traces the server dropped."""
+    cpu_ms: float | None = None
+    """CPU time of the server's processes (writer included) per request during the load, in ms."""
 
     def row(self) -> str:
         """One line of the report."""
@@ -101,9 +105,10 @@ class Result:
             if self.first_bytes
             else (f"{'-':>8} {'-':>8}")
         )
+        cpu = f"{self.cpu_ms:8.2f}" if self.cpu_ms is not None else f"{'-':>8}"
         return (
             f"{self.name:<38} {self.requests:>6} {rps:>9.1f} {_pct(self.latencies, 50):8.1f} "
-            f"{_pct(self.latencies, 99):8.1f} {ttfb} {self.errors:>6}"
+            f"{_pct(self.latencies, 99):8.1f} {ttfb} {self.errors:>6} {cpu}"
         )
 
 
@@ -161,9 +166,13 @@ async def run_load(name: str, url: str, *, requests: int, concurrency: int, stre
                 await _one(client, path, body, stream, result)
 
         await _warm_up(client, path, stream)
+        pid = _PIDS.get(url)
+        cpu_before = cpu_seconds(pid) if pid else 0.0
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - start
+        if pid:
+            result.cpu_ms = (cpu_seconds(pid) - cpu_before) / max(requests, 1) * 1000
     return result
 
 
@@ -179,6 +188,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_PIDS: dict[str, int] = {}
+"""The process id of each running server, by its URL."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc; 0 elsewhere).
+
+    On a shared machine requests/s moves with everyone else's load; the CPU a server spends per
+    request moves far less, so old and new code can be compared even there.
+    """
+    tick, total, todo, seen = os.sysconf("SC_CLK_TCK"), 0.0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                todo += [int(c) for c in children]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 @contextmanager
 def server(args: list[str], env: dict[str, str], *, log: Path, health: str = "/health") -> Iterator[str]:
     """Start a server process on a free port ({port} in args), wait for health, stop it at the end."""
@@ -190,8 +226,10 @@ def server(args: list[str], env: dict[str, str], *, log: Path, health: str = "/h
         url = f"http://127.0.0.1:{port}"
         try:
             _wait(url + health, proc, log)
+            _PIDS[url] = proc.pid
             yield url
         finally:
+            _PIDS.pop(url, None)
             proc.terminate()
             try:
                 proc.wait(timeout=30)
@@ -452,7 +490,7 @@ def main() -> None:
         )
         print(
             f"{'target':<38} {'reqs':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ttfb50':>8} "
-            f"{'ttfb99':>8} {'errors':>6}"
+            f"{'ttfb99':>8} {'errors':>6} {'cpu ms':>8}"
         )
         if args.conversations:
             conversations(config, tmp, serve, args)
