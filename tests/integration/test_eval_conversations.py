@@ -53,7 +53,9 @@ def test_three_turn_suite_scores_every_turn_and_the_conversation(shipped_index: 
     said = first.output[-1].content[0]["text"]  # turn 3 expects a fact the agent said in turn 1
     turns = [dict(t) for t in TURNS]
     turns[2]["expected_facts"] = [said.split(".")[0]]
-    result = run_suite(agent, _suite(turns), judge="offline:lexical", scorers=SCORERS, k=3)
+    result = run_suite(
+        agent, _suite(turns), judge="offline:lexical", scorers=SCORERS, k=3, fail_under={CONSISTENCY: 0.5}
+    )
 
     table = result.table
     chat = table[table["conversation"] == "chat"].sort_values("turn")
@@ -65,6 +67,7 @@ def test_three_turn_suite_scores_every_turn_and_the_conversation(shipped_index: 
     assert conversations is not None
     assert set(conversations.per_turn) == {1, 2, 3}
     assert result.metrics[CONSISTENCY].n == 1 and result.metrics[CONSISTENCY].mean == 1.0
+    assert not result.failures and not result.errors, result.summary()
     assert result.metrics[RETENTION].n == 1 and 0.0 <= result.metrics[RETENTION].mean <= 1.0
     assert "carried over 1 fact" in str(conversations.rows[0]["retention_rationale"])
 

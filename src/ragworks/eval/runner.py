@@ -49,7 +49,7 @@ from ragworks.eval.conversation_summary import (
     summarise_conversations,
     turn_columns,
 )
-from ragworks.eval.conversations import play_conversations
+from ragworks.eval.conversations import has_turns, play_conversations
 from ragworks.eval.custom_judges import CustomJudgeSpec, custom_scorers, gather_specs
 from ragworks.eval.judges import Judge, get_judge
 from ragworks.eval.mlflow_scorers import is_mlflow_name, mlflow_scorer
@@ -301,7 +301,7 @@ def _plan(
     judged = [s for spec, s in zip(specs, scorer_list, strict=True) if _is_judge_name(spec)] + custom_list
     scorer_list += custom_list
     names = [s.name for s in scorer_list]
-    check_threshold_names(fail_under, [*names, *CONVERSATION_METRICS])
+    check_threshold_names(fail_under, [*names, *(CONVERSATION_METRICS if has_turns(records) else ())])
     if judged:
         check_judge(judge_obj)
     return _Plan(
