@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 MAX_ERROR_CHARS = 300
 
 
+def check_every_row_traced() -> None:
+    """Refuse a sampling ratio below 1 before anything runs: the run reads every row's trace."""
+    from mlflow.environment_variables import MLFLOW_TRACE_SAMPLING_RATIO
+
+    ratio = MLFLOW_TRACE_SAMPLING_RATIO.get()
+    if ratio is not None and ratio < 1:
+        raise ConfigError(
+            f"ragworks eval reads the trace of every row, but MLFLOW_TRACE_SAMPLING_RATIO={ratio} "
+            "drops traces: unset it (or set it to 1) for evaluation."
+        )
+
+
 def check_threshold_names(fail_under: Mapping[str, float] | None, valid: Sequence[str]) -> None:
     """Refuse thresholds on metrics the run will not compute, before anything runs.
 

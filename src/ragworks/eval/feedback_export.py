@@ -27,7 +27,7 @@ from mlflow.entities import Feedback, Trace
 
 from ragworks.errors import EvalError
 from ragworks.eval._extract import answer_of, question_of
-from ragworks.eval.suite import EvalRow, EvalSuite, Expectations
+from ragworks.eval.suite import Conversation, EvalRow, EvalSuite, Expectations
 
 FEEDBACK_NAME = "user_feedback"
 """The assessment name `POST /v1/feedback` stores (ragworks.serving.feedback.FEEDBACK_NAME)."""
@@ -131,7 +131,7 @@ def export_feedback(
     Raises:
         EvalError: the experiment does not exist, or none of its traces has feedback.
     """
-    rows = []
+    rows: list[EvalRow | Conversation] = []
     for trace in traces_with_feedback(experiment, max_traces=max_traces):
         feedback = _latest_feedback(trace)
         row = _row(trace, feedback, min_rating=min_rating) if feedback else None
@@ -142,7 +142,7 @@ def export_feedback(
             f"No traces with feedback ({FEEDBACK_NAME}) in the experiment {experiment!r}: post some with "
             "POST /v1/feedback (or the chat page's buttons) first."
         )
-    labels = [row.tags["feedback"] for row in rows]
+    labels = [row.tags["feedback"] for row in rows if isinstance(row, EvalRow)]
     suite = EvalSuite(
         name=f"feedback-{experiment}",
         description=f"Questions people gave feedback on in the MLflow experiment {experiment!r}.",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ragworks.errors import ConfigError, EvalError
 from ragworks.eval._extract import answer_of, question_of
 from ragworks.eval._gate import (
+    check_every_row_traced,
     check_threshold_names,
     failed_predictions,
     judged_errors,
@@ -291,6 +292,7 @@ def _plan(
     custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
 ) -> _Plan:
     """Resolve the scorers, check the thresholds' names, load the suite, check the judge, build the target."""
+    check_every_row_traced()
     judge_obj = get_judge(judge, concurrency=workers) if isinstance(judge, str) else judge
     specs = list(scorers or DEFAULT_SCORERS)
     scorer_list = resolve_scorers(specs, judge=judge_obj, k=k)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -106,3 +108,17 @@ def test_rows_whose_prediction_failed_are_one_line_naming_the_first_trace() -> N
     assert failed_predictions(["tr-1", "tr-2", "tr-3"], ["OK", "ERROR", "ERROR"]) == [
         "predictions: the agent failed on 2 of 3 rows (first: trace tr-2)"
     ]
+
+
+@pytest.mark.parametrize("ratio", ["0", "0.5"])
+def test_a_sampling_ratio_below_one_is_refused_before_anything_runs(
+    ratio: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without it, mlflow.genai.evaluate fails deep inside on a trace that was never kept."""
+    from ragworks.eval import run_suite
+
+    monkeypatch.setenv("MLFLOW_TRACE_SAMPLING_RATIO", ratio)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("rows:\n  - inputs: {question: What is ragworks?}\n")
+    with pytest.raises(ConfigError, match=f"MLFLOW_TRACE_SAMPLING_RATIO={float(ratio)} drops traces"):
+        run_suite(lambda request: {"output": []}, suite)
