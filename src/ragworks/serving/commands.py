@@ -90,6 +90,7 @@ def serve(
 
     if config is not None and model_uri is not None:
         raise ConfigError("Pass either --config or --model-uri, not both.")
+    check_port(host, port)  # a busy port is one line and exit 1, before anything is loaded or served
     limits = ServingLimits(
         timeout_s=timeout,
         body_timeout_s=body_timeout,
@@ -108,7 +109,6 @@ def serve(
         limits={name: getattr(limits, name) for name in limits.__dataclass_fields__},
         experiment=experiment,
     )
-    check_port(host, port)  # a busy port is one line and exit 1, before anything says it is serving
     where = f"model {model_uri}" if model_uri else f"config {config}" if config else "the default config"
     typer.echo(f"Serving {where} on http://{host}:{port} (chat page at /, OpenAI API at /v1)", err=True)
     run_server(spec, host=host, port=port, workers=workers, log_level=log_level)
