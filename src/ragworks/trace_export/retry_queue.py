@@ -2,8 +2,9 @@
 
 The queue is bounded in traces (`max_pending`) and, given a `size` function, in bytes
 (`max_pending_bytes`, counting the batch in flight), so a backlog of large traces cannot hold more
-memory than that. While the store takes batches, a full queue makes callers wait (up to
-`put_timeout`) instead of losing traces. While it fails (down, read-only, the writer gone), failed
+memory than that. While the store takes batches, a full queue makes callers wait instead of losing
+traces: as long as a batch is being written or one was stored within `put_timeout` seconds, up to
+`max_put_wait` in all. While it fails (down, read-only, the writer gone), failed
 traces go back to the front of the queue and are retried with exponential backoff; a trace that
 failed `max_attempts` times, or the oldest one when the queue is full, is dropped. Drops are
 counted and logged at most once per `warn_interval` seconds, so a dead store costs one log line a
@@ -70,6 +71,7 @@ class TraceQueue(Generic[T]):
         max_attempts: int = 8,
         backoff: tuple[float, float] = (0.5, 30.0),
         put_timeout: float = 5.0,
+        max_put_wait: float = 60.0,
         flush_timeout: float = 10.0,
         warn_interval: float = 60.0,
         size: Callable[[T], int] | None = None,
@@ -83,6 +85,7 @@ class TraceQueue(Generic[T]):
         self._max_batch, self._max_pending, self._max_attempts = max_batch, max_pending, max_attempts
         self._backoff_base, self._backoff_cap = backoff
         self._put_timeout, self._flush_timeout = put_timeout, flush_timeout
+        self._max_put_wait = max_put_wait
         self._warn_interval = warn_interval
         self._items: deque[_Entry[T]] = deque()
         self._in_flight = 0
@@ -102,8 +105,7 @@ class TraceQueue(Generic[T]):
         """Queue a trace. Waits while the queue is full and the store keeps up; else drops the oldest."""
         entry = _Entry(item, size=self._size(item))
         with self._cond:
-            if self._full(entry.size) and self._healthy and not self._stopping:
-                self._cond.wait_for(lambda: not self._full(entry.size), self._put_timeout)
+            self._wait_for_room(entry.size)
             while self._full(entry.size) and self._items:
                 self._bytes -= self._items.popleft().size
                 self._drop(1, self._full_reason())
@@ -111,6 +113,23 @@ class TraceQueue(Generic[T]):
             self._bytes += entry.size
             self._ensure_thread()
             self._cond.notify_all()
+
+    def _wait_for_room(self, size: int) -> None:
+        """While full, wait as long as the store keeps up (lock held), at most `max_put_wait` seconds.
+
+        The store keeps up while a batch is being written or one was stored within the last
+        `put_timeout`: a slow but working store (a busy machine, a large batch) slows callers down
+        instead of losing their traces. A failing store (unhealthy) or one that stalls stops the wait.
+        """
+        deadline = time.monotonic() + self._max_put_wait
+        while self._full(size) and self._healthy and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stored = self._stored
+            self._cond.wait(min(self._put_timeout, left))
+            if self._full(size) and self._stored == stored and not self._in_flight:
+                return  # nothing stored and nothing being written: the store has stopped keeping up
 
     def _full(self, size: int) -> bool:
         """Whether an item of `size` bytes finds no room (one always fits in an otherwise empty queue)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 
@@ -76,6 +77,42 @@ def test_callers_wait_on_the_byte_budget_while_the_store_keeps_up() -> None:
     producer.join(5)
     queue.flush(terminate=True)
     assert written == list(range(10)) and queue.stats().dropped == 0
+
+
+def test_a_store_slower_than_put_timeout_but_working_loses_nothing() -> None:
+    """Each batch takes 3x `put_timeout` (a busy machine): callers wait for it instead of dropping."""
+    written: list[int] = []
+
+    def write(items: Sequence[Item]) -> dict[int, str]:
+        time.sleep(0.15)
+        written.extend(item.n for item in items)
+        return {}
+
+    queue: TraceQueue[Item] = TraceQueue(write, max_batch=2, max_pending=2, put_timeout=0.05)
+    for n in range(8):
+        queue.put(Item(n))
+    queue.flush(terminate=True)
+    assert written == list(range(8)) and queue.stats().dropped == 0
+
+
+def test_a_store_that_stalls_still_drops_after_the_wait() -> None:
+    """A batch that never comes back: callers wait at most `max_put_wait`, then the oldest is dropped."""
+    release = threading.Event()
+
+    def write(items: Sequence[Item]) -> dict[int, str]:
+        release.wait(5)
+        return {}
+
+    queue: TraceQueue[Item] = TraceQueue(
+        write, max_batch=1, max_pending=1, put_timeout=0.05, max_put_wait=0.3
+    )
+    started = time.monotonic()
+    for n in range(3):
+        queue.put(Item(n))
+    assert time.monotonic() - started < 2  # bounded, not forever
+    assert queue.stats().dropped >= 1
+    release.set()
+    queue.flush(terminate=True)
 
 
 def test_stored_traces_are_let_go_while_the_writer_waits_for_more() -> None:
