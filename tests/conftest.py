@@ -13,6 +13,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -95,9 +96,9 @@ def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         pytest.fail(f"The test tried to use the network: {', '.join(attempts)}", pytrace=False)
 
 
-@pytest.fixture(autouse=True)
-def _restore_active_experiment() -> Iterator[None]:
-    """Undo `mlflow.set_experiment` after each test.
+@contextmanager
+def _active_experiment_restored() -> Iterator[None]:
+    """Undo `mlflow.set_experiment` at the end of the block.
 
     It leaves a process-wide active experiment (and MLFLOW_EXPERIMENT_ID) behind; a later test with
     another tracking store would then log its traces to an experiment id that store does not have.
@@ -111,6 +112,20 @@ def _restore_active_experiment() -> Iterator[None]:
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     else:
         os.environ["MLFLOW_EXPERIMENT_ID"] = saved_env
+
+
+@pytest.fixture(autouse=True)
+def _restore_active_experiment() -> Iterator[None]:
+    """Each test leaves the active experiment as it found it."""
+    with _active_experiment_restored():
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_module_experiment() -> Iterator[None]:
+    """Each module too: module-scoped fixtures (a served app's store) set it before any test runs."""
+    with _active_experiment_restored():
+        yield
 
 
 @pytest.fixture
