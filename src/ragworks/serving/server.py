@@ -20,7 +20,7 @@ from ragworks.serving._header_deadline import FOR_WORKERS, http_protocol
 from ragworks.serving.app import SPEC_ENV, ServeSpec, build_app
 from ragworks.serving.conversations import prepare_state
 from ragworks.serving.limits import ServingLimits
-from ragworks.serving.metrics import prepare_multiprocess_dir
+from ragworks.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from ragworks.trace_export.batch import prepare_tracking_store, setup_server_tracing
 
 FACTORY = "ragworks.serving.app:create_app"
@@ -38,22 +38,23 @@ def run_server(
     connection_options = _connection_options(limits)
     if workers > 1:
         check_port(host, port)
-        os.environ[SPEC_ENV] = spec.to_json()  # uvicorn's worker processes inherit it
-        prepare_multiprocess_dir()  # every worker's /metrics then answers the sum over all of them
-        # Once, here: the workers would race to create a new database (and the experiment).
-        prepare_tracking_store(experiment=spec.experiment)
-        if spec.model_uri is None:
-            prepare_state(spec.config)  # the conversation store's tables, once; unreachable: one line
-        uvicorn.run(
-            FACTORY,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            timeout_graceful_shutdown=5,
-            **{**connection_options, "http": FOR_WORKERS},
-        )
+        with _restored_environment(SPEC_ENV, MULTIPROC_ENV):  # set for the workers, not left behind
+            os.environ[SPEC_ENV] = spec.to_json()  # uvicorn's worker processes inherit it
+            prepare_multiprocess_dir()  # every worker's /metrics then answers the sum over all of them
+            # Once, here: the workers would race to create a new database (and the experiment).
+            prepare_tracking_store(experiment=spec.experiment)
+            if spec.model_uri is None:
+                prepare_state(spec.config)  # the conversation store's tables, once; unreachable: one line
+            uvicorn.run(
+                FACTORY,
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level=log_level,
+                timeout_graceful_shutdown=5,
+                **{**connection_options, "http": FOR_WORKERS},
+            )
         return
     with bind_port(host, port) as sock:  # held from here: nothing can take the port while the agent loads
         agent = load_agent(config=spec.config, model_uri=spec.model_uri)
@@ -63,6 +64,24 @@ def run_server(
             app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **connection_options
         )
         uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextmanager
+def _restored_environment(*names: str) -> Iterator[None]:
+    """Put these environment variables back as they were when the block ends, however it ends.
+
+    A server started in-process (tests, notebooks) that fails or stops must not leave the workers'
+    settings behind: a later app would read `PROMETHEUS_MULTIPROC_DIR` and count in another's files.
+    """
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _connection_options(limits: ServingLimits) -> dict[str, Any]:
