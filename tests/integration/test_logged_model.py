@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,15 @@ def streamed_answer(events: Any) -> tuple[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory, docs_index: str) -> dict[str, Any]:
+def logged(tmp_path_factory: pytest.TempPathFactory, docs_index: str) -> Iterator[dict[str, Any]]:
+    """The agent logged to a store of its own; the tracking URI is put back after the module.
+
+    Left behind, later modules would write to this store, which `mlflow models serve` (its scoring
+    server may run another MLflow) has migrated to that MLflow's schema.
+    """
     tmp = tmp_path_factory.mktemp("logged-model")
     uri = f"sqlite:///{tmp}/mlflow.db"
+    original = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     index = tmp / "index"
     shutil.copytree(docs_index, index)
@@ -61,7 +68,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory, docs_index: str) -> dict[st
     streamed = [streamed_answer(agent.predict_stream({"input": q})) for q in QUESTIONS]
     assert [t for t, _ in streamed] == [t for t, _ in expected]
     shutil.rmtree(index)  # the logged model must not need the original folder
-    return {"info": info, "uri": uri, "expected": expected}
+    yield {"info": info, "uri": uri, "expected": expected}
+    mlflow.set_tracking_uri(original)
 
 
 def test_model_files_config_and_requirements(logged: dict[str, Any]) -> None:
