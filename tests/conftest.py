@@ -167,3 +167,16 @@ def docs_index(tmp_path_factory: pytest.TempPathFactory) -> str:
         (docs / name).write_text(text, encoding="utf-8")
     ingest([docs], root / "index", embeddings="hashing")
     return str(root / "index")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session (local[2]) shared by every test that needs Spark; skipped without pyspark."""
+    pytest.importorskip("pyspark")
+    from ragworks.scale.spark_session import spark_session
+
+    session = spark_session("local[2]", app_name="ragworks-tests")
+    try:
+        yield session
+    finally:
+        session.stop()
