@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ragworks.errors import ConfigError
@@ -106,6 +106,48 @@ class ServingConfig(_Strict):
         return "off" if value is False or value is None else value
 
 
+class MCPServerConfig(_Strict):
+    """One MCP server whose tools an agent may use (`tools: ["mcp:<name>"]`; see `ragworks.tools.mcp`).
+
+    Exactly one of `command` (a process speaking MCP on stdin/stdout), `url` (streamable HTTP or SSE)
+    or `databricks` (a Databricks managed MCP server, with workspace auth) says where the server is.
+    """
+
+    command: list[str] | str | None = None
+    """The program to start (and its first arguments), e.g. `["python", "server.py"]`."""
+    args: list[str] = Field(default_factory=list)
+    """More arguments for `command`."""
+    env: dict[str, str] | None = None
+    """Extra environment for `command`'s process; `${VAR}` in a value is read from the environment."""
+    cwd: str | None = None
+    """The working directory of `command`'s process (default: the current one)."""
+    url: str | None = None
+    """The server's HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """HTTP headers for `url`; `${VAR}` in a value is read from the environment when the server is
+    started (secrets must be written so: they are never stored in the config, traces or models)."""
+    transport: Literal["stdio", "streamable_http", "sse"] | None = None
+    """Default: `stdio` for `command`, `streamable_http` for `url` and `databricks`."""
+    databricks: str | None = None
+    """`vector-search/<catalog>/<schema>[/<index>]`, `functions/<catalog>/<schema>[/<function>]` or
+    `genie/<space_id>`: the workspace's managed MCP server (`DATABRICKS_HOST` and its credentials)."""
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds one tool call may take; capped by the request's time left."""
+    startup_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """Seconds to start or reach the server and list its tools when the agent is built."""
+    prefix: bool = False
+    """Name the server's tools `<server>_<tool>` (for tool names that clash with other tools)."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> MCPServerConfig:
+        given = [f for f in ("command", "url", "databricks") if getattr(self, f)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of command (stdio), url (HTTP) or databricks")
+        if (self.transport == "stdio") != bool(self.command) and self.transport is not None:
+            raise ValueError(f"transport {self.transport!r} does not fit {given[0]}")
+        return self
+
+
 class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
 
@@ -118,8 +160,11 @@ class AgentConfig(_Strict):
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tools: list[str] = Field(default_factory=list)
-    """Extra tools as `module:function` or `uc:catalog.schema.function` (a Unity Catalog function); the
-    retriever tool is always present in tool-calling agents."""
+    """Extra tools as `module:function`, `uc:catalog.schema.function` (a Unity Catalog function), or
+    `mcp:<server>` / `mcp:<server>/<tool>` (an MCP server of `mcp_servers`); the retriever tool is always
+    present in tool-calling agents."""
+    mcp_servers: dict[str, MCPServerConfig] = Field(default_factory=dict)
+    """MCP servers by name, for `mcp:<name>` tools."""
     system_prompt: str | None = None
     """Replaces the built-in system prompt."""
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
