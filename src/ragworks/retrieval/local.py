@@ -216,6 +216,7 @@ class LocalIndex:
         *,
         mode: SearchMode = "hybrid",
         vector: Sequence[float] | np.ndarray | None = None,
+        fusion: FusionParams | None = None,
     ) -> list[Document]:
         """The k best chunks for `query` as LangChain Documents, best first.
 
@@ -226,6 +227,7 @@ class LocalIndex:
             mode: `hybrid`, `bm25` or `dense`; hybrid falls back to BM25 on a BM25-only index.
             vector: a query embedding made elsewhere (same embedder as the index), used instead of
                 embedding `query` for the dense side.
+            fusion: hybrid only: fusion settings for this search instead of the index's own.
 
         Returns:
             Documents with `id`, `metadata["score"]`, `metadata["source"]`, `metadata["chunk_index"]`.
@@ -245,7 +247,7 @@ class LocalIndex:
         elif mode == "dense":
             rows, scores = self._search_dense(query, k, mask, q)
         else:
-            rows, scores = self._search_hybrid(query, k, mask, q)
+            rows, scores = self._search_hybrid(query, k, mask, q, fusion or self.fusion)
         return [self._document(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
 
     def fields(self) -> set[str]:
@@ -321,10 +323,16 @@ class LocalIndex:
         return self._dense_candidates(self._query_vector(query) if q is None else q, k, mask)
 
     def _search_hybrid(
-        self, query: str, k: int, mask: np.ndarray | None, q: np.ndarray | None = None
+        self,
+        query: str,
+        k: int,
+        mask: np.ndarray | None,
+        q: np.ndarray | None = None,
+        fusion: FusionParams | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         assert self._vectors is not None
-        depth = max(self.fusion.depth, k)
+        fusion = fusion or self.fusion
+        depth = max(fusion.depth, k)
         bm25_all = self._bm25_scores(query, mask)
         bm25_rows = top_indices(bm25_all, depth)
         bm25_rows = bm25_rows[bm25_all[bm25_rows] > 0]
@@ -332,7 +340,7 @@ class LocalIndex:
         dense_rows, _ = self._dense_candidates(q, depth, mask)
         candidates = union(bm25_rows, dense_rows)
         dense = self._vectors[candidates] @ q
-        return fuse_top(candidates, bm25_all, dense, bm25_rows, dense_rows, k, self.fusion)
+        return fuse_top(candidates, bm25_all, dense, bm25_rows, dense_rows, k, fusion)
 
     def _document(self, row: int, score: float) -> Document:
         meta = dict(self._metas[row])
@@ -444,6 +452,9 @@ class LocalRetriever(BaseRetriever):
     k: int = 5
     mode: SearchMode = "hybrid"
     filters: dict[str, Any] | None = None
+    fusion_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Hybrid only: the dense share of the fused score (`retriever.options.fusion_weight`); None keeps
+    the index's own (see `ragworks.retrieval.fusion`)."""
     tags: list[str] | None = Field(default_factory=lambda: ["ragworks", "local"])
 
     @classmethod
@@ -461,11 +472,19 @@ class LocalRetriever(BaseRetriever):
     ) -> list[Document]:
         merged = {**(self.filters or {}), **(filters or {})} or None
         try:
-            return self.index.search(query, k=k or self.k, filters=merged, mode=self.mode)
+            return self.index.search(
+                query, k=k or self.k, filters=merged, mode=self.mode, fusion=self._fusion()
+            )
         except RagworksError:
             raise
         except Exception as exc:  # a bug or a damaged index: name the backend
             raise RetrievalError(f"Local index search failed: {exc}", backend="local") from exc
+
+
+    def _fusion(self) -> FusionParams | None:
+        if self.fusion_weight is None:
+            return None
+        return dataclasses.replace(self.index.fusion, method="convex", weight_dense=self.fusion_weight)
 
 
 def _as_chunk(item: Chunk | Document) -> Chunk:
