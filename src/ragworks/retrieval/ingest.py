@@ -290,12 +290,7 @@ def plan_ingest(
             logger.warning("Skipping %s: %s", source, exc)
             report.skipped.append((source, str(exc)))
             continue
-        pieces = [p for p in splitter.split_text(text) if p.strip()]
-        meta = {"source": source, "file_hash": digest, "type": path.suffix.lower().lstrip(".")}
-        chunks = [
-            Chunk(id=chunk_id(source, i, p), text=p, metadata={**meta, "chunk_index": i})
-            for i, p in enumerate(pieces)
-        ]
+        chunks = chunk_document(text, source=source, file_hash=digest, kind=path.suffix, splitter=splitter)
         if source in known and not known[source][0] and {c.id for c in chunks} == set(known[source][1]):
             report.unchanged.append(source)  # no hash on record, same chunks (ids are content hashes)
             continue
@@ -306,6 +301,26 @@ def plan_ingest(
         else:
             report.added.append(source)
     return fresh, stale
+
+
+def chunk_document(
+    text: str, *, source: str, file_hash: str, kind: str, splitter: RecursiveCharacterTextSplitter
+) -> list[Chunk]:
+    """Split one document's text into chunks with content-hash ids (the same on every ingest path).
+
+    `kind` is the file's suffix (`.md`) or another type name; it is stored as the `type` metadata.
+    """
+    pieces = [p for p in splitter.split_text(text) if p.strip()]
+    meta = {"source": source, "file_hash": file_hash, "type": kind.lower().lstrip(".")}
+    return [
+        Chunk(id=chunk_id(source, i, p), text=p, metadata={**meta, "chunk_index": i})
+        for i, p in enumerate(pieces)
+    ]
+
+
+def read_file_bytes(path: Path, max_file_mb: float) -> bytes:
+    """The bytes of a file to ingest, or SkipFile (unsupported type, too large, unreadable)."""
+    return _read_bytes(path, max_file_mb)
 
 
 def _read_bytes(path: Path, max_file_mb: float) -> bytes:
