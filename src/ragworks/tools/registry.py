@@ -1,6 +1,7 @@
 """Tools by name: `module:function` specs from the config become LangChain tools.
 
-`uc:<catalog>.<schema>.<function>` names a Unity Catalog function instead (`tools/unity_catalog.py`).
+`uc:<catalog>.<schema>.<function>` names a Unity Catalog function instead (`tools/unity_catalog.py`),
+and `mcp:<server>[/<tool>]` the tools of an MCP server declared in the config (`tools/mcp.py`).
 
 A function becomes a `StructuredTool` whose argument schema comes from its type hints (pydantic
 models included) and whose description is its docstring. A `BaseTool` instance is used as it is.
@@ -14,13 +15,16 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, StructuredTool
 
 from ragworks._imports import import_object
+from ragworks.config import MCPServerConfig
 from ragworks.errors import ConfigError
+from ragworks.tools.mcp import PREFIX as MCP_PREFIX
+from ragworks.tools.mcp import close_mcp_tools, load_mcp_tools
 from ragworks.tools.retriever_tool import make_retriever_tool
 from ragworks.tools.unity_catalog import PREFIX as UC_PREFIX
 from ragworks.tools.unity_catalog import load_uc_function
@@ -43,16 +47,30 @@ def load_tool(spec: str) -> BaseTool:
         raise ConfigError(f"Cannot turn {spec!r} into a tool: {exc}. Give its arguments type hints.") from exc
 
 
-def load_tools(specs: Sequence[str]) -> list[BaseTool]:
-    """Import every tool the config lists."""
-    return [load_tool(spec) for spec in specs]
+def load_tools(
+    specs: Sequence[str], *, mcp_servers: Mapping[str, MCPServerConfig] | None = None
+) -> list[BaseTool]:
+    """Import every tool the config lists; `mcp:` specs start (or reach) their servers, once each, last."""
+    single = {spec: load_tool(spec) for spec in specs if not spec.startswith(MCP_PREFIX)}
+    mcp = [spec for spec in specs if spec.startswith(MCP_PREFIX)]
+    served = load_mcp_tools(mcp, mcp_servers or {}) if mcp else {}
+    return [tool for spec in specs for tool in (served[spec] if spec in served else [single[spec]])]
 
 
-def agent_tools(retriever: BaseRetriever, specs: Sequence[str] = ()) -> list[BaseTool]:
+def agent_tools(
+    retriever: BaseRetriever,
+    specs: Sequence[str] = (),
+    *,
+    mcp_servers: Mapping[str, MCPServerConfig] | None = None,
+) -> list[BaseTool]:
     """The tools of a tool-calling agent: the retriever tool first, then the configured ones."""
-    tools = [make_retriever_tool(retriever), *load_tools(specs)]
+    tools = [make_retriever_tool(retriever), *load_tools(specs, mcp_servers=mcp_servers)]
     names = [t.name for t in tools]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"Tool names must be unique; {', '.join(duplicates)} appear twice. Rename one.")
+        close_mcp_tools(tools)
+        raise ConfigError(
+            f"Tool names must be unique; {', '.join(duplicates)} appear twice. Rename one "
+            "(an MCP server's tools get their server's name in front with `prefix: true`)."
+        )
     return tools

@@ -1,0 +1,370 @@
+"""Tools from MCP servers: `tools: ["mcp:<server>"]` (every tool it lists) or `mcp:<server>/<tool>` (one).
+
+    mcp_servers:
+      files: {command: [python, files_server.py], env: {ROOT: "${DOCS_ROOT}"}}
+      crm:   {url: "https://crm.example.com/mcp", headers: {Authorization: "Bearer ${CRM_TOKEN}"}}
+      genie: {databricks: genie/01ef...}          # a Databricks managed MCP server, workspace auth
+    tools: ["mcp:files", "mcp:crm/find_customer", "mcp:genie"]
+
+The servers' tools are loaded through langchain-mcp-adapters: each keeps the JSON schema the server
+declares (the model binds it as it is, and the server validates the arguments). When the agent is
+built, each server is started (stdio) or reached (HTTP) once and its session is kept open on one
+background event loop (`tools/_loop.py`), so calls from any thread reuse it; a server that cannot be
+started, reached or listed is one `ConfigError` naming it. A call runs inside the agent's TOOL span;
+the tool's own error, a timeout (`timeout_s`, capped by the request's time left) or a broken session
+is a `ToolError` the model reads as the tool's answer. A broken session (the process died, the
+connection dropped) is reopened by the next call. Sessions close with `close()` or at exit.
+
+Example:
+    >>> clients = MCPClients({"demo": MCPServerConfig(command=["python", "demo.py"])})  # doctest: +SKIP
+    >>> tools = clients.load(["mcp:demo"])["mcp:demo"]                                  # doctest: +SKIP
+    >>> tools[0].invoke({"a": 1, "b": 2})                                               # doctest: +SKIP
+    '3'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.tools import BaseTool, ToolException
+from pydantic import ConfigDict
+
+from ragworks.agents import deadline
+from ragworks.config import MCPServerConfig
+from ragworks.errors import ConfigError, ToolError
+from ragworks.tools._loop import BackgroundLoop, background_loop
+from ragworks.tools._mcp_connect import connection, describe
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "mcp:"
+CLOSE_TIMEOUT_S = 10.0
+"""How long closing a session may take (a stdio server gets its stdin closed, then is terminated)."""
+SERVER_ATTRIBUTE = "ragworks.mcp_server"
+"""The TOOL span attribute naming the MCP server a call went to."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MCPSpec:
+    """A parsed `mcp:<server>[/<tool>]` tool spec."""
+
+    server: str
+    tool: str | None = None
+
+
+def parse_spec(spec: str) -> MCPSpec:
+    """The server (and tool) an `mcp:` spec names."""
+    server, _, tool = spec.removeprefix(PREFIX).partition("/")
+    if not server or (spec.count("/") > 1) or ("/" in spec and not tool):
+        raise ConfigError(f"MCP tool {spec!r} must be mcp:<server> or mcp:<server>/<tool>.")
+    return MCPSpec(server=server, tool=tool or None)
+
+
+_Ready = concurrent.futures.Future[tuple[asyncio.Event, list[BaseTool]]]
+"""Set once a session is open: its stop event and the adapters' tools."""
+
+
+class MCPTool(BaseTool):
+    """One tool of an MCP server, called synchronously through its server's open session."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    server: str
+    """The server's name in `mcp_servers`."""
+    remote_name: str
+    """The tool's name on the server (its `name` here may carry the server prefix)."""
+    session: MCPServerSession
+
+    def _run(self, **kwargs: Any) -> str:  # Any: the arguments the server's JSON schema declares
+        _mark_span(self.server)
+        return self.session.call(self.remote_name, kwargs)
+
+
+def _mark_span(server: str) -> None:
+    """Name the server on the TOOL span the agent opened for this call, when a trace is recorded."""
+    try:
+        import mlflow
+
+        span = mlflow.get_current_active_span()
+        if span is not None:
+            span.set_attribute(SERVER_ATTRIBUTE, server)
+    except Exception as exc:  # tracing must never break a call
+        logger.debug("Could not annotate the tool span: %s", exc)
+
+
+class MCPServerSession:
+    """One server's MCP session, held open by a task on the background loop; reopened after it breaks."""
+
+    def __init__(self, name: str, config: MCPServerConfig, loop: BackgroundLoop) -> None:
+        self.name, self.config, self._loop = name, config, loop
+        self._lock = threading.Lock()
+        self._tools: dict[str, BaseTool] = {}
+        """The adapters' tools, bound to the open session, by their name on the server."""
+        self._stop: asyncio.Event | None = None
+        self._task: concurrent.futures.Future[None] | None = None
+        self._broken = False
+        self.closed = False
+        with _OPEN_LOCK:
+            _OPEN.add(self)
+
+    @property
+    def tools(self) -> list[BaseTool]:
+        """The adapters' tools of the open session (empty before it opened)."""
+        return list(self._tools.values())
+
+    def begin(self) -> _Ready:
+        """Start opening the session; the future gets the stop event and the tools once it is open."""
+        ready: _Ready = concurrent.futures.Future()
+        self._task = self._loop.submit(self._hold(connection(self.name, self.config), ready))
+        return ready
+
+    def finish(self, ready: _Ready) -> list[BaseTool]:
+        """Wait for the session `begin` started; a ConfigError naming the server when it did not open."""
+        timeout = self.config.startup_timeout_s
+        try:
+            self._stop, tools = ready.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self._cancel()
+            raise ConfigError(self._failed(f"no answer within startup_timeout_s={timeout:g} s")) from None
+        except Exception as exc:
+            self._cancel()
+            raise ConfigError(self._failed(_reason(exc))) from exc
+        self._tools = {t.name: t for t in tools}
+        self._broken = False
+        logger.info("MCP server %s: %d tools (%s)", self.name, len(tools), describe(self.config))
+        return tools
+
+    def _failed(self, reason: str) -> str:
+        return (
+            f"MCP server {self.name!r} ({describe(self.config)}) could not be started: {reason}. "
+            "Check that it runs and speaks MCP (run the command yourself, or open the URL), and its "
+            "credentials, then start again."
+        )
+
+    async def _hold(self, conn: dict[str, Any], ready: _Ready) -> None:
+        """Open the session, hand over its tools, and keep it open until the stop event is set."""
+        from langchain_mcp_adapters.sessions import create_session
+        from langchain_mcp_adapters.tools import load_mcp_tools
+
+        stop = asyncio.Event()
+        try:
+            # entered and left in this one task, as the transports' anyio task groups require
+            async with create_session(conn) as session:  # type: ignore[arg-type]
+                await session.initialize()
+                tools = await load_mcp_tools(session, server_name=self.name, handle_tool_errors=False)
+                ready.set_result((stop, tools))
+                await stop.wait()
+        except BaseException as exc:  # CancelledError included: the waiting caller must hear of it
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError(_reason(exc)))
+            elif not stop.is_set():
+                logger.warning("MCP server %s: the session ended (%s)", self.name, _reason(exc))
+                self._broken = True
+            if not isinstance(exc, Exception):
+                raise
+
+    def call(self, tool_name: str, args: dict[str, Any]) -> str:
+        """Call a tool of this server and return its text; every failure is a ToolError for the model."""
+        tool = self._open_tool(tool_name)
+        timeout = _call_timeout(self.config.timeout_s)
+        try:
+            content = self._loop.run(tool.ainvoke(args), timeout=timeout)
+        except TimeoutError:
+            raise ToolError(
+                f"the MCP server {self.name!r} did not answer within {timeout:.3g} s; try a smaller request"
+            ) from None
+        except ToolException as exc:  # the tool ran and reported an error
+            raise ToolError(str(exc)) from exc
+        except Exception as exc:
+            if _connection_lost(exc):
+                self._broken = True
+                raise ToolError(f"the MCP server {self.name!r} is unreachable ({_reason(exc)})") from exc
+            raise ToolError(f"the MCP server {self.name!r} refused the call ({_reason(exc)})") from exc
+        return content_text(content)
+
+    def _open_tool(self, tool_name: str) -> BaseTool:
+        """The adapters' tool for `tool_name`, reopening the session first when it broke."""
+        with self._lock:
+            if self.closed:
+                raise ToolError(f"the MCP server {self.name!r} was closed with its agent")
+            if self._broken:
+                logger.info("MCP server %s: reconnecting", self.name)
+                self._shutdown()
+                try:
+                    self.finish(self.begin())
+                except ConfigError as exc:
+                    raise ToolError(str(exc)) from None
+            tool = self._tools.get(tool_name)
+        if tool is None:
+            raise ToolError(f"the MCP server {self.name!r} no longer lists the tool {tool_name!r}")
+        return tool
+
+    def close(self) -> None:
+        """Close the session (a stdio server's process ends); later calls are ToolErrors."""
+        with self._lock:
+            self.closed = True
+            self._shutdown()
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
+
+    def _shutdown(self) -> None:
+        stop, task = self._stop, self._task
+        self._stop = self._task = None
+        if stop is not None:
+            self._loop.loop.call_soon_threadsafe(stop.set)
+        if task is not None:
+            try:
+                task.result(CLOSE_TIMEOUT_S)
+            except concurrent.futures.TimeoutError:
+                task.cancel()
+            except BaseException as exc:  # it broke earlier: already logged
+                logger.debug("MCP server %s closed after an error: %s", self.name, _reason(exc))
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
+def _call_timeout(configured: float) -> float:
+    """The server's timeout, capped by the current request's time left."""
+    left = deadline.remaining()
+    if left is None:
+        return configured
+    if left <= 0:
+        raise ToolError("the request has no time left for this tool call")
+    return min(configured, left)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while getattr(exc, "exceptions", None):  # an (anyio) exception group: its first error
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    return exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost error of an (anyio) exception group, as `Type: message`."""
+    leaf = _leaf(exc)
+    return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a call failed because the session is gone (then the next call reconnects)."""
+    from mcp.shared.exceptions import McpError
+    from mcp.types import CONNECTION_CLOSED
+
+    leaf = _leaf(exc)
+    if isinstance(leaf, McpError):
+        return leaf.error.code == CONNECTION_CLOSED
+    return True  # transport errors: closed streams, broken pipes, dropped HTTP connections
+
+
+def content_text(content: Any) -> str:
+    """The text of a tool result (Any: a string or LangChain content blocks); other media are named."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content if isinstance(content, list) else [content]:
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif isinstance(block, dict):
+            parts.append(f"[{block.get('type', 'non-text')} content, not shown]")
+        else:
+            parts.append(str(block))
+    return "\n".join(parts)
+
+
+class MCPClients:
+    """The MCP servers one agent uses: a session per server, opened by `load`, closed by `close`."""
+
+    def __init__(self, servers: Mapping[str, MCPServerConfig], *, loop: BackgroundLoop | None = None) -> None:
+        self.servers = dict(servers)
+        self._loop = loop or background_loop()
+        self.sessions: dict[str, MCPServerSession] = {}
+
+    def load(self, specs: Sequence[str]) -> dict[str, list[BaseTool]]:
+        """The tools of each `mcp:` spec; the servers named are started together, each once."""
+        parsed = {spec: parse_spec(spec) for spec in specs}
+        names = list(dict.fromkeys(p.server for p in parsed.values()))
+        unknown = [n for n in names if n not in self.servers]
+        if unknown:
+            declared = ", ".join(sorted(self.servers)) or "none"
+            raise ConfigError(
+                f"MCP server {unknown[0]!r} is not declared; add it under mcp_servers (declared: {declared})."
+            )
+        self._start([n for n in names if n not in self.sessions])
+        return {spec: self._select(p) for spec, p in parsed.items()}
+
+    def _start(self, names: list[str]) -> None:
+        """Open the sessions of `names` concurrently; on any failure, close all of them."""
+        started = {n: MCPServerSession(n, self.servers[n], self._loop) for n in names}
+        try:
+            pending = {n: s.begin() for n, s in started.items()}
+            for name, ready in pending.items():
+                started[name].finish(ready)
+        except BaseException:
+            for session in started.values():
+                session.close()
+            raise
+        self.sessions.update(started)
+
+    def _select(self, spec: MCPSpec) -> list[BaseTool]:
+        session = self.sessions[spec.server]
+        remote = session.tools
+        if spec.tool is not None:
+            remote = [t for t in remote if t.name == spec.tool]
+            if not remote:
+                listed = ", ".join(sorted(session._tools)) or "no tools"
+                raise ConfigError(
+                    f"MCP server {spec.server!r} has no tool {spec.tool!r}; it lists: {listed}."
+                )
+        prefix = f"{spec.server}_" if session.config.prefix else ""
+        return [
+            MCPTool(
+                name=f"{prefix}{t.name}",
+                description=t.description or f"The {t.name} tool of the MCP server {spec.server}.",
+                args_schema=t.args_schema,
+                server=spec.server,
+                remote_name=t.name,
+                session=session,
+            )
+            for t in remote
+        ]
+
+    def close(self) -> None:
+        """Close every session this agent opened."""
+        for session in self.sessions.values():
+            session.close()
+        self.sessions.clear()
+
+
+_OPEN: set[MCPServerSession] = set()
+"""Sessions not yet closed, closed at exit."""
+_OPEN_LOCK = threading.Lock()
+
+
+def load_mcp_tools(specs: Sequence[str], servers: Mapping[str, MCPServerConfig]) -> dict[str, list[BaseTool]]:
+    """The tools of each `mcp:` spec, from the servers declared in the config (`AgentConfig.mcp_servers`)."""
+    return MCPClients(servers).load(specs)
+
+
+def close_mcp_tools(tools: Sequence[BaseTool]) -> None:
+    """Close the MCP sessions behind any of `tools` (e.g. when the agent's build failed after they opened)."""
+    for session in {id(t.session): t.session for t in tools if isinstance(t, MCPTool)}.values():
+        session.close()
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every MCP session this process opened (run at exit)."""
+    with _OPEN_LOCK:
+        sessions = list(_OPEN)
+    for session in sessions:
+        session.close()
