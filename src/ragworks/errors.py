@@ -6,6 +6,7 @@ RagworksError            root: the CLI and the server catch only this
  ├── IndexFormatError    an index folder is missing, old or foreign (a ConfigError)
  ├── ModelError          a chat or embedding model call failed
  ├── ToolError           a tool failed; the message is shown to the model
+ ├── DeploymentError     a Model Serving deployment failed (the endpoint's own message)
  └── EvalError           an evaluation suite or judge failed
 """
 
@@ -52,8 +53,13 @@ class EvalError(RagworksError):
     """An evaluation suite, scorer or judge failed."""
 
 
+class DeploymentError(RagworksError):
+    """A Model Serving endpoint could not be created, updated, made ready or queried."""
+
+
 __all__ = [
     "ConfigError",
+    "DeploymentError",
     "EvalError",
     "IndexFormatError",
     "ModelError",

@@ -69,11 +69,22 @@ def chat(
             "config's tracking.experiment].",
         ),
     ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="Talk to this Databricks Model Serving endpoint (its OpenAI route), not a local agent.",
+        ),
+    ] = None,
 ) -> None:
     """Ask the agent; the answer streams, then the sources it cites.
 
     Example: ragworks chat "How does hybrid search work?" --index ./index
     """
+    if endpoint is not None:
+        from ragworks.scale.endpoint_client import chat_with_endpoint
+
+        return chat_with_endpoint(endpoint, question, tracing_asked=trace or experiment is not None)
     agent = cli_agent(config, index)
     trace = trace or experiment is not None
     if trace:

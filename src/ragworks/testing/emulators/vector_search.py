@@ -3,7 +3,9 @@
 It speaks enough of the API for the official `databricks-vectorsearch` client (and databricks-sdk's
 host-metadata probe): describe an endpoint and an index, query (`query_text` and/or `query_vector`,
 `columns`, `num_results`, `filters_json`, `score_threshold`, `query_type` ANN / HYBRID / FULL_TEXT),
-scan, upsert and delete rows. Each index is a Direct Access index with primary key `id`, text column `text`
+scan, upsert and delete rows, and create a Delta Sync index (`POST .../endpoints/{ep}/indexes`)
+over a table named in `tables` (it serves that LocalIndex's rows; an unknown table is refused).
+Each given index is a Direct Access index with primary key `id`, text column `text`
 and one column per metadata key of its chunks. By default `text` is its embedding source (managed
 embeddings); indexes named in `self_managed` are described with precomputed vectors instead and
 need `query_vector`.
@@ -27,6 +29,7 @@ from typing import Any, ClassVar
 
 from ragworks.errors import RagworksError
 from ragworks.retrieval.local import Chunk, LocalIndex
+from ragworks.retrieval.text import tokenize
 from ragworks.testing.emulators._workspace import ApiError, Route, WorkspaceEmulator
 
 MODES = {"ANN": "dense", "HYBRID": "hybrid", "FULL_TEXT": "bm25"}
@@ -39,6 +42,7 @@ class VectorSearchEmulator(WorkspaceEmulator):
     thread_name = "vs-emulator"
     routes: ClassVar[list[Route]] = [
         ("GET", re.compile(rf"^{_API}/endpoints/(?P<endpoint>[^/]+)$"), "endpoint_info"),
+        ("POST", re.compile(rf"^{_API}/endpoints/(?P<endpoint>[^/]+)/indexes$"), "create_index"),
         ("GET", re.compile(rf"^{_API}/endpoints/[^/]+/indexes/(?P<index>[^/]+)$"), "describe"),
         ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)$"), "describe"),
         ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/query$"), "query"),
@@ -56,6 +60,7 @@ class VectorSearchEmulator(WorkspaceEmulator):
         token: str = "dapi-emulator",
         endpoint: str = "emulator",
         self_managed: Collection[str] = (),
+        tables: Mapping[str, LocalIndex] | None = None,
     ) -> None:
         super().__init__(token=token)
         self.indexes = dict(indexes)
@@ -64,6 +69,12 @@ class VectorSearchEmulator(WorkspaceEmulator):
         """Upserted rows for which this is true are not stored, and are reported as failed keys."""
         self.self_managed = set(self_managed)
         """Indexes described with precomputed vectors (`embedding_vector_columns`): need `query_vector`."""
+        self.no_reranker: set[str] = set()
+        """Indexes that ignore a query's `reranker` (and so report no `reranker_time`)."""
+        self.tables = dict(tables or {})
+        """Delta tables (Unity Catalog name -> their rows) a Delta Sync index may be created over."""
+        self.delta_sync: dict[str, dict[str, Any]] = {}
+        """Created Delta Sync indexes: name -> the create request's body."""
 
     def _index(self, name: str) -> LocalIndex:
         try:
@@ -83,9 +94,40 @@ class VectorSearchEmulator(WorkspaceEmulator):
             return 0
         return len(local.embedder.encode(["x"])[0])
 
+    def create_index(self, body: dict[str, Any], *, endpoint: str) -> dict[str, Any]:
+        """POST a Delta Sync index over one of `tables`; it serves that table's rows."""
+        self.endpoint_info({}, endpoint=endpoint)
+        name, spec = str(body.get("name") or ""), body.get("delta_sync_index_spec") or {}
+        if body.get("index_type") != "DELTA_SYNC":
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "The emulator creates DELTA_SYNC indexes only.")
+        if name in self.indexes:
+            raise ApiError(409, "RESOURCE_ALREADY_EXISTS", f"Index {name} already exists.")
+        table = self.tables.get(str(spec.get("source_table")))
+        if table is None:
+            missing = spec.get("source_table")
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Table {missing} does not exist.")
+        if body.get("primary_key") not in _schema(table):
+            key = body.get("primary_key")
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Primary key {key} is not a column.")
+        self.indexes[name], self.delta_sync[name] = table, dict(body)
+        if spec.get("embedding_vector_columns"):
+            self.self_managed.add(name)
+        return self.describe({}, index=name)
+
     def describe(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
-        """GET an index: a Direct Access index over the LocalIndex."""
+        """GET an index: a Direct Access index over the LocalIndex (or a created Delta Sync index)."""
         name, local = index, self._index(index)
+        if name in self.delta_sync:
+            created = self.delta_sync[name]
+            return {
+                **created,
+                "endpoint_name": self.endpoint,
+                "status": {
+                    "ready": True,
+                    "detailed_state": "ONLINE_NO_PENDING_UPDATE",
+                    "indexed_row_count": len(local),
+                },
+            }
         spec: dict[str, Any] = {"schema_json": json.dumps(_schema(local))}
         if name in self.self_managed:
             dim = self._dimension(name, local)
@@ -146,6 +188,9 @@ class VectorSearchEmulator(WorkspaceEmulator):
         threshold = body.get("score_threshold")
         if threshold is not None:
             docs = [d for d in docs if d.metadata["score"] >= float(threshold)]
+        debug: dict[str, Any] = {}
+        if body.get("reranker") and name not in self.no_reranker:
+            docs, debug = _rerank(local, body, query, k), {"reranker_time": 1}
         rows = []
         for doc in docs:
             values = {"id": doc.id, "text": doc.page_content, **doc.metadata}
@@ -156,6 +201,7 @@ class VectorSearchEmulator(WorkspaceEmulator):
                 "columns": [{"name": c} for c in [*columns, "score"]],
             },
             "result": {"row_count": len(rows), "data_array": rows},
+            **({"debug_info": debug} if debug else {}),
         }
 
     def scan(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
@@ -207,6 +253,23 @@ class VectorSearchEmulator(WorkspaceEmulator):
         keys = [str(k) for k in body.get("primary_keys") or []]
         local.delete(keys)
         return {"status": "SUCCESS", "result": {"success_row_count": len(keys), "failed_primary_keys": []}}
+
+
+def _rerank(local: LocalIndex, body: dict[str, Any], query: str, k: int) -> list[Any]:
+    """The Databricks reranker's stand-in: the top 50 BM25 results reordered by how many query
+    terms their `columns_to_rerank` share, best first (a deterministic order tests can predict)."""
+    block = body["reranker"]
+    columns = (block.get("parameters") or {}).get("columns_to_rerank") or []
+    if block.get("model") != "databricks_reranker" or not columns:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "reranker needs model and columns_to_rerank.")
+    terms = set(tokenize(query))
+    docs = local.search(query, k=max(k, 50), mode="bm25")
+
+    def overlap(doc: Any) -> int:
+        values = {"text": doc.page_content, **doc.metadata}
+        return len(terms.intersection(tokenize(" ".join(str(values.get(c, "")) for c in columns))))
+
+    return sorted(docs, key=overlap, reverse=True)[:k]
 
 
 def _schema(index: LocalIndex) -> dict[str, str]:
