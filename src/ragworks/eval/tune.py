@@ -1,0 +1,419 @@
+"""`ragworks tune`: search an agent config's settings against an eval suite with Optuna.
+
+The suite is split, deterministically from the seed, into a tuning part and a held-back part.
+Every trial (TPE sampler, seeded; median pruning between the parts a trial is scored in) is a
+config scored on the tuning part as an MLflow run nested under one study run. The best trial
+(ties: the earliest) replaces the starting config only when it scores higher on the tuning part;
+both are then scored on the held-back part, reported separately, so a setting that only fits the
+tuning rows shows as such. The study run gets the summary, the best values, and the quality /
+latency trade-off of every trial as a table and a plot (see `ragworks.eval._tune_report`).
+
+Example:
+    >>> result = tune("agent.yaml", "suite.yaml", trials=20, seed=0)   # doctest: +SKIP
+    >>> result.best.mean, result.best_holdout.mean, result.best_params  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ragworks.config import AgentConfig
+from ragworks.errors import ConfigError, RagworksError
+from ragworks.eval._tune_eval import ROLE_TAG, ConfigScorer, Score
+from ragworks.eval._tune_index import IndexCache
+from ragworks.eval.scorers import JUDGE_SCORERS, RETRIEVAL_SCORERS, SCORER_NAMES
+from ragworks.eval.suite import EvalSuite
+from ragworks.eval.tune_space import (
+    ParamSpec,
+    apply_params,
+    check_space,
+    current_values,
+    default_space,
+    load_space,
+    suggest,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+DEFAULT_EXPERIMENT = "ragworks-tune"
+TrialState = Literal["complete", "pruned", "failed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialRecord:
+    """One trial: the values it tried and how it ended."""
+
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    """The searched config paths and their values (Any: config values)."""
+    score: Score | None = None
+    """None unless it completed."""
+    partial: float | None = None
+    """A pruned trial: the metric's mean over the parts scored before it was stopped."""
+    error: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class TuneResult:
+    """What a study found: the trials, the starting and best configs' scores on both parts."""
+
+    parent_run_id: str
+    suite: str
+    metric: str
+    seed: int
+    space: list[ParamSpec]
+    trials: list[TrialRecord]
+    start: Score
+    best: Score
+    """The best config's score on the tuning part (the starting config's when no trial beat it)."""
+    start_params: dict[str, Any]
+    """What the starting config sets for each searched path (Any: config values)."""
+    best_params: dict[str, Any]
+    best_config: AgentConfig
+    best_is_start: bool
+    rows_tuning: int
+    rows_held: int
+    start_holdout: Score | None = None
+    best_holdout: Score | None = None
+    output: Path | None = None
+    """The best config's YAML file, when one was written."""
+    index_builds: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """The trade-off table and the verdict, as printed by `ragworks tune`."""
+        from ragworks.eval._tune_report import summary_text
+
+        return summary_text(self)
+
+
+def split_suite(suite: EvalSuite, holdout: float, seed: int) -> tuple[EvalSuite, EvalSuite | None]:
+    """The tuning part and the held-back part (None when `holdout` is 0), chosen by `seed`.
+
+    Raises:
+        ConfigError: `holdout` is outside [0, 0.9], or either part would be empty.
+    """
+    if not 0.0 <= holdout <= 0.9:
+        raise ConfigError(
+            f"--holdout must be between 0 and 0.9 (a share of the suite's rows), got {holdout}."
+        )
+    rows = list(suite.rows)
+    if holdout == 0.0:
+        return suite, None
+    held_n = max(1, round(len(rows) * holdout))
+    if held_n >= len(rows):
+        raise ConfigError(
+            f"Suite {suite.name!r} has {len(rows)} row(s): too few to hold back {holdout:.0%} "
+            "and still tune; "
+            "add rows or pass --holdout 0."
+        )
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:held_n])
+    tuning = [r for i, r in enumerate(rows) if i not in held]
+    kept = [r for i, r in enumerate(rows) if i in held]
+    return (
+        suite.model_copy(update={"name": f"{suite.name}-tuning", "rows": tuning}),
+        suite.model_copy(update={"name": f"{suite.name}-held-back", "rows": kept}),
+    )
+
+
+def choose_metric(metric: str | None, suite: EvalSuite) -> str:
+    """The metric to maximise: `metric` when valid for the suite, else a judge-free one it supports.
+
+    Without `metric`: `ndcg_at_k` when rows name expected documents, else `correctness` (scored by
+    the offline judge unless another is configured).
+
+    Raises:
+        ConfigError: an unknown metric, or one the suite's rows cannot score.
+    """
+    records = suite.to_records()
+    has_docs = any(r.get("expectations", {}).get("expected_doc_ids") for r in records)
+    has_answers = any(
+        r.get("expectations", {}).get(k) for r in records for k in ("expected_facts", "expected_response")
+    )
+    if metric is None:
+        if has_docs:
+            return "ndcg_at_k"
+        if has_answers:
+            return "correctness"
+        return "faithfulness"
+    if metric not in SCORER_NAMES:
+        raise ConfigError(f"Unknown metric {metric!r} for --metric. Available: {', '.join(SCORER_NAMES)}.")
+    if metric in RETRIEVAL_SCORERS and not has_docs:
+        raise ConfigError(f"--metric {metric} needs expected_doc_ids in the suite's rows; none has them.")
+    if metric == "correctness" and not has_answers:
+        raise ConfigError(
+            "--metric correctness needs expected_facts or expected_response in the suite's rows."
+        )
+    return metric
+
+
+def tune(
+    config: AgentConfig | str | Path,
+    suite: EvalSuite | str | Path,
+    *,
+    trials: int = 20,
+    metric: str | None = None,
+    space: Sequence[ParamSpec] | str | Path | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    holdout: float = 0.3,
+    judge: str = "offline",
+    k: int = 5,
+    parts: int = 2,
+    docs: Sequence[str | Path] | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    output: str | Path | None = None,
+    concurrency: int = 8,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> TuneResult:
+    """Search `space` for the config that scores best on `metric`, with a held-back check.
+
+    Args:
+        config: the starting agent config (a path or an AgentConfig).
+        suite: the eval suite (a path, `mlflow-dataset:<name>`, or an EvalSuite).
+        trials: how many trials to run (fewer when `timeout` ends the study first).
+        metric: the metric to maximise (a scorer name); default: see `choose_metric`.
+        space: the parameters to search (a space file or specs); default: see `default_space`.
+        timeout: seconds after which no new trial starts.
+        seed: seeds the sampler and the split, so a study repeats exactly.
+        holdout: the share of the suite's rows held back from tuning (0 for none).
+        judge: the judge of judge-based metrics (`offline` needs no model).
+        k: the cut-off of the retrieval metrics (fixed across trials, whatever `retriever.k` is).
+        parts: how many parts a trial's rows are scored in; a trial can be pruned after each.
+        docs: documents to ingest: then each trial's chunking builds (once) its own index.
+        experiment: the MLflow experiment of the study run and its nested runs.
+        output: write the best config here as YAML (with its index beside it when `docs` are given).
+        concurrency: rows predicted and scored at once.
+        on_trial: called after each trial (the CLI prints a line).
+
+    Raises:
+        ConfigError: a bad config, space, metric, holdout or docs path, before any trial runs.
+        EvalError: the starting config cannot be scored.
+    """
+    import mlflow
+
+    from ragworks.eval.judges import get_judge
+
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}.")
+    start_cfg = AgentConfig.load(config)
+    loaded = EvalSuite.load(suite)
+    name = choose_metric(metric, loaded)
+    tuning, held = split_suite(loaded, holdout, seed)
+    cache = IndexCache(docs, Path(tempfile.mkdtemp(prefix="ragworks-tune-"))) if docs else None
+    specs = _resolve_space(space, start_cfg, rebuilds_index=cache is not None)
+    check_space(specs, start_cfg)
+    scorers = _scorers_for(name, tuning)
+    judge_obj = get_judge(judge, concurrency=concurrency)
+    if name in JUDGE_SCORERS:
+        from ragworks.eval.runner import check_judge
+
+        check_judge(judge_obj)
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    client = mlflow.MlflowClient()
+    parent = client.create_run(experiment_id, run_name=f"tune {loaded.name}", tags={ROLE_TAG: "study"})
+    scorer = ConfigScorer(
+        client=client,
+        experiment_id=experiment_id,
+        parent_id=parent.info.run_id,
+        metric=name,
+        scorers=scorers,
+        judge=judge_obj,
+        k=k,
+        concurrency=concurrency,
+    )
+    study = _Study(
+        scorer=scorer,
+        cache=cache,
+        start_cfg=start_cfg,
+        space=specs,
+        tuning=tuning,
+        parts=parts,
+        on_trial=on_trial,
+    )
+    status = "FAILED"
+    try:
+        result = study.run(trials=trials, timeout=timeout, seed=seed, held=held, suite_name=loaded.name)
+        from ragworks.eval._tune_report import log_study, write_best_config
+
+        if output is not None:
+            result.output = write_best_config(Path(output), result)
+
+        log_study(client, result, judge=judge_obj.name, holdout=holdout, k=k, parts=parts)
+        status = "FINISHED"
+        return result
+    finally:
+        client.set_terminated(parent.info.run_id, status=status)
+        if cache is not None and (output is not None or status != "FINISHED"):
+            shutil.rmtree(cache.workdir, ignore_errors=True)  # the best index was copied beside the output
+
+
+def _resolve_space(
+    space: Sequence[ParamSpec] | str | Path | None, cfg: AgentConfig, *, rebuilds_index: bool
+) -> list[ParamSpec]:
+    if space is None:
+        return default_space(cfg, rebuilds_index=rebuilds_index, has_embeddings=_has_embeddings(cfg))
+    if isinstance(space, (str, Path)):
+        return load_space(space)
+    return list(space)
+
+
+def _has_embeddings(cfg: AgentConfig) -> bool:
+    """Whether the config's local index (or the index its ingest settings build) has vectors."""
+    if cfg.retriever.type != "local":
+        return True
+    from ragworks.retrieval import _store
+
+    folder = Path(cfg.retriever.index)
+    if not _store.has_index(folder):
+        return cfg.ingest.embeddings != "none"
+    from ragworks.retrieval.local import LocalIndex
+
+    return LocalIndex.load(folder, verify=False).embedder is not None
+
+
+def _scorers_for(metric: str, suite: EvalSuite) -> list[str]:
+    """The metric, plus the retrieval metrics when the rows name documents (they cost no judge)."""
+    has_docs = any(r.get("expectations", {}).get("expected_doc_ids") for r in suite.to_records())
+    extra = list(RETRIEVAL_SCORERS) if has_docs else []
+    return list(dict.fromkeys([metric, *extra]))
+
+
+@dataclass(slots=True, kw_only=True)
+class _Study:
+    """One Optuna study over the tuning part, then the held-back check."""
+
+    scorer: ConfigScorer
+    cache: IndexCache | None
+    start_cfg: AgentConfig
+    space: list[ParamSpec]
+    tuning: EvalSuite
+    parts: int
+    on_trial: Callable[[TrialRecord], None] | None
+    records: list[TrialRecord] = field(default_factory=list)
+
+    def run(
+        self, *, trials: int, timeout: float | None, seed: int, held: EvalSuite | None, suite_name: str
+    ) -> TuneResult:
+        import optuna
+
+        start_params = current_values(self.start_cfg, self.space)
+        start = self.scorer.score(
+            self._ready(self.start_cfg), self.tuning, name="start", role="start", params=start_params
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, trials // 2))),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        )
+        study.optimize(self._objective, n_trials=trials, timeout=timeout, catch=(RagworksError,))
+        best_record = _best(self.records)
+        best_is_start = (
+            best_record is None or best_record.score is None or best_record.score.mean <= start.mean
+        )
+        if best_is_start or best_record is None or best_record.score is None:
+            best_params, best_cfg, best = start_params, self.start_cfg, start
+        else:
+            best_params = best_record.params
+            best_cfg, best = apply_params(self.start_cfg, best_params), best_record.score
+        result = TuneResult(
+            parent_run_id=self.scorer.parent_id,
+            suite=suite_name,
+            metric=self.scorer.metric,
+            seed=seed,
+            space=self.space,
+            trials=self.records,
+            start=start,
+            best=best,
+            start_params=start_params,
+            best_params=best_params,
+            best_config=self._ready(best_cfg),
+            best_is_start=best_is_start,
+            rows_tuning=len(self.tuning.rows),
+            rows_held=len(held.rows) if held is not None else 0,
+            index_builds=self.cache.builds if self.cache is not None else 0,
+        )
+        if held is not None:
+            result.start_holdout = self.scorer.score(
+                self._ready(self.start_cfg),
+                held,
+                name="held-back: start",
+                role="holdout",
+                params=start_params,
+            )
+            result.best_holdout = (
+                result.start_holdout
+                if best_is_start
+                else self.scorer.score(
+                    result.best_config, held, name="held-back: best", role="holdout", params=best_params
+                )
+            )
+        return result
+
+    def _ready(self, cfg: AgentConfig) -> AgentConfig:
+        return self.cache.config_for(cfg) if self.cache is not None else cfg
+
+    def _objective(self, trial: optuna.Trial) -> float:
+        import optuna
+
+        params = suggest(trial, self.space)
+        reported: list[float] = []
+        try:
+            cfg = self._ready(apply_params(self.start_cfg, params))
+
+            def report(step: int, value: float) -> None:
+                reported.append(value)
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after part {step + 1} at {value:.4f}")
+
+            score = self.scorer.score(
+                cfg,
+                self.tuning,
+                name=f"trial {trial.number}",
+                role="trial",
+                params=params,
+                parts=self.parts,
+                report=report,
+            )
+        except optuna.TrialPruned:
+            partial = reported[-1] if reported else None
+            self._record(TrialRecord(number=trial.number, state="pruned", params=params, partial=partial))
+            raise
+        except RagworksError as exc:
+            self._record(TrialRecord(number=trial.number, state="failed", params=params, error=str(exc)))
+            raise
+        self._record(TrialRecord(number=trial.number, state="complete", params=params, score=score))
+        return score.mean
+
+    def _record(self, record: TrialRecord) -> None:
+        self.records.append(record)
+        if self.on_trial is not None:
+            self.on_trial(record)
+
+
+def _best(records: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The complete trial with the highest mean (the earliest among equals)."""
+    best: TrialRecord | None = None
+    for record in records:
+        if record.state != "complete" or record.score is None:
+            continue
+        if best is None or best.score is None or record.score.mean > best.score.mean:
+            best = record
+    return best
+
+
+__all__ = ["DEFAULT_EXPERIMENT", "TrialRecord", "TuneResult", "choose_metric", "split_suite", "tune"]
