@@ -23,7 +23,9 @@ def tune_command(
     ] = None,
     space: Annotated[
         Path | None,
-        typer.Option("--space", help="A YAML file of config paths to search: {path: {type, low, high, ...}}."),
+        typer.Option(
+            "--space", help="A YAML file of config paths to search: {path: {type, low, high, ...}}."
+        ),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="Seconds after which no new trial starts.")
