@@ -43,6 +43,7 @@ class VectorSearchEmulator(WorkspaceEmulator):
     routes: ClassVar[list[Route]] = [
         ("GET", re.compile(rf"^{_API}/endpoints/(?P<endpoint>[^/]+)$"), "endpoint_info"),
         ("POST", re.compile(rf"^{_API}/endpoints/(?P<endpoint>[^/]+)/indexes$"), "create_index"),
+        ("GET", re.compile(r"^/api/2\.0/serving-endpoints/(?P<name>[^/]+)$"), "embedding_endpoint"),
         ("GET", re.compile(rf"^{_API}/endpoints/[^/]+/indexes/(?P<index>[^/]+)$"), "describe"),
         ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)$"), "describe"),
         ("GET", re.compile(rf"^{_API}/indexes/(?P<index>[^/]+)/query$"), "query"),
@@ -114,6 +115,10 @@ class VectorSearchEmulator(WorkspaceEmulator):
             self.self_managed.add(name)
         return self.describe({}, index=name)
 
+    def embedding_endpoint(self, body: dict[str, Any], *, name: str) -> dict[str, Any]:
+        """GET the serving endpoint that embeds a created index's text (the client looks it up)."""
+        return {"name": name, "id": f"ep-{name}", "route_optimized": False, "state": {"ready": "READY"}}
+
     def describe(self, body: dict[str, Any], *, index: str) -> dict[str, Any]:
         """GET an index: a Direct Access index over the LocalIndex (or a created Delta Sync index)."""
         name, local = index, self._index(index)
@@ -182,15 +187,17 @@ class VectorSearchEmulator(WorkspaceEmulator):
             )
         try:
             mode = MODES[query_type]
-            docs = local.search(query, k=k, filters=filters, mode=mode, vector=vector)  # type: ignore[arg-type]
+            reranking = bool(body.get("reranker")) and name not in self.no_reranker
+            fetch = max(k, 50) if reranking else k  # the service reranks its top 50
+            docs = local.search(query, k=fetch, filters=filters, mode=mode, vector=vector)  # type: ignore[arg-type]
         except RagworksError as exc:  # a filter on an unknown column, a mode the index cannot do
             raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from exc
         threshold = body.get("score_threshold")
         if threshold is not None:
             docs = [d for d in docs if d.metadata["score"] >= float(threshold)]
         debug: dict[str, Any] = {}
-        if body.get("reranker") and name not in self.no_reranker:
-            docs, debug = _rerank(local, body, query, k), {"reranker_time": 1}
+        if reranking:
+            docs, debug = _rerank(docs, body["reranker"], query)[:k], {"reranker_time": 1}
         rows = []
         for doc in docs:
             values = {"id": doc.id, "text": doc.page_content, **doc.metadata}
@@ -255,21 +262,19 @@ class VectorSearchEmulator(WorkspaceEmulator):
         return {"status": "SUCCESS", "result": {"success_row_count": len(keys), "failed_primary_keys": []}}
 
 
-def _rerank(local: LocalIndex, body: dict[str, Any], query: str, k: int) -> list[Any]:
-    """The Databricks reranker's stand-in: the top 50 BM25 results reordered by how many query
-    terms their `columns_to_rerank` share, best first (a deterministic order tests can predict)."""
-    block = body["reranker"]
+def _rerank(docs: list[Any], block: dict[str, Any], query: str) -> list[Any]:
+    """The Databricks reranker's stand-in: results reordered by how many query terms their
+    `columns_to_rerank` share, best first (a deterministic order tests can predict)."""
     columns = (block.get("parameters") or {}).get("columns_to_rerank") or []
     if block.get("model") != "databricks_reranker" or not columns:
         raise ApiError(400, "INVALID_PARAMETER_VALUE", "reranker needs model and columns_to_rerank.")
     terms = set(tokenize(query))
-    docs = local.search(query, k=max(k, 50), mode="bm25")
 
     def overlap(doc: Any) -> int:
         values = {"text": doc.page_content, **doc.metadata}
         return len(terms.intersection(tokenize(" ".join(str(values.get(c, "")) for c in columns))))
 
-    return sorted(docs, key=overlap, reverse=True)[:k]
+    return sorted(docs, key=overlap, reverse=True)
 
 
 def _schema(index: LocalIndex) -> dict[str, str]:
