@@ -192,6 +192,7 @@ def search(
 def _register_commands() -> None:
     # Each area owns its commands; they import their heavy dependencies only when run.
     from ragworks.agents import commands as agent_commands
+    from ragworks.agents import prompt_commands
     from ragworks.eval import commands as eval_commands
     from ragworks.eval import monitor_commands
     from ragworks.serving import commands as serving_commands
@@ -200,6 +201,7 @@ def _register_commands() -> None:
     serving_commands.register(app)
     eval_commands.register(app)
     monitor_commands.register(app)
+    prompt_commands.register(app)
 
 
 _register_commands()

@@ -14,6 +14,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from ragworks.agents.chat_model import RagChatModel
 from ragworks.agents.graphs import build_rag_graph, build_tool_agent
+from ragworks.agents.prompt_registry import SystemPrompt, prompt_variables, resolve_system_prompt
 from ragworks.agents.responses_agent import RagResponsesAgent
 from ragworks.config import AgentConfig
 from ragworks.models import get_chat_model
@@ -23,9 +24,16 @@ from ragworks.tools.registry import agent_tools
 ConfigLike = AgentConfig | dict[str, Any] | str | Path | None
 
 
-def build_graph(config: ConfigLike = None) -> CompiledStateGraph:
-    """Compile the graph a config describes: the rag graph or the tool-calling agent."""
+def build_graph(
+    config: ConfigLike = None, *, system_prompt: SystemPrompt | None = None
+) -> CompiledStateGraph:
+    """Compile the graph a config describes: the rag graph or the tool-calling agent.
+
+    `system_prompt` is the config's prompt already resolved (default: resolved now; a `prompts:/` URI
+    is loaded from MLflow's prompt registry).
+    """
     cfg = AgentConfig.load(config)
+    prompt = system_prompt or system_prompt_of(cfg)
     retriever = get_retriever(cfg.retriever)
     llm = get_chat_model(
         cfg.llm,
@@ -35,18 +43,25 @@ def build_graph(config: ConfigLike = None) -> CompiledStateGraph:
         max_retries=cfg.llm_options.max_retries,
     )
     if cfg.agent == "rag":
-        return build_rag_graph(retriever, llm, system_prompt=cfg.system_prompt)
+        return build_rag_graph(retriever, llm, system_prompt=prompt.text)
     tools = agent_tools(retriever, cfg.tools)
-    return build_tool_agent(llm, tools, max_steps=cfg.max_steps, system_prompt=cfg.system_prompt)
+    return build_tool_agent(llm, tools, max_steps=cfg.max_steps, system_prompt=prompt.text)
 
 
 def build_agent(config: ConfigLike = None) -> RagResponsesAgent:
     """Build the MLflow `ResponsesAgent` for a config (an instance, a dict, a YAML path, or None)."""
     cfg = AgentConfig.load(config)
-    return RagResponsesAgent(build_graph(cfg), config=cfg)
+    prompt = system_prompt_of(cfg)
+    linked = [prompt.version] if prompt.version is not None else []
+    return RagResponsesAgent(build_graph(cfg, system_prompt=prompt), config=cfg, prompts=linked)
 
 
 def build_chat_agent(config: ConfigLike = None) -> RagChatModel:
     """Build the chat-completions `ChatModel` for a config (prefer `build_agent`)."""
     cfg = AgentConfig.load(config)
     return RagChatModel(build_graph(cfg), config=cfg)
+
+
+def system_prompt_of(cfg: AgentConfig) -> SystemPrompt:
+    """The system prompt of a config: its text, or the registry prompt it names, loaded and pinned now."""
+    return resolve_system_prompt(cfg.system_prompt, variables=prompt_variables(cfg))

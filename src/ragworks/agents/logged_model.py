@@ -8,6 +8,7 @@ The model MLflow stores is made of:
     code/ragworks/        this package's source (ragworks is not on PyPI; editable installs have no wheel)
     requirements.txt      ragworks' own dependencies, pinned to the versions installed here
     resources             Databricks resources the config names (Vector Search index, serving endpoint)
+    prompts               a `prompts:/` system prompt, as the version it resolved to (linked to the model)
 
 At load time `agent_entry.py` is run from the model folder; it points `retriever.index` at the
 shipped `index` artifact through `logged_config()` before the agent (and its index) is built.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
+from ragworks.agents.prompt_registry import pinned_prompt_uris
 from ragworks.agents.tracing import CONFIG_TAG
 from ragworks.config import AgentConfig, env_flag
 from ragworks.errors import ConfigError
@@ -81,6 +83,7 @@ def log_agent(
 
     cfg = _with_index(AgentConfig.load(config), index_path)
     artifacts = {INDEX_ARTIFACT: cfg.retriever.index} if cfg.retriever.type == "local" else None
+    prompts = pinned_prompt_uris(cfg)  # a registry system prompt: the version it resolves to now
     with tempfile.TemporaryDirectory(prefix="ragworks-model-") as tmp:
         info = mlflow.pyfunc.log_model(
             name=name,
@@ -92,6 +95,7 @@ def log_agent(
             input_example=INPUT_EXAMPLE,
             resources=databricks_resources(cfg) or None,
             registered_model_name=registered_model_name,
+            prompts=prompts or None,
             tags={
                 CONFIG_TAG: cfg.fingerprint(),
                 "ragworks.llm": cfg.llm,

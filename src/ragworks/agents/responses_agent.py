@@ -18,8 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
@@ -31,8 +31,12 @@ from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 from ragworks.agents._messages import responses_items_to_messages
 from ragworks.agents._run import AgentEvent, TextDelta, TextDone, ToolCallEvent, ToolResultEvent, run_graph
 from ragworks.agents._thread import Thread, run_config, thread_of, turn_inputs
+from ragworks.agents.prompt_registry import link_to_trace
 from ragworks.agents.tracing import AGENT_TAG, CONFIG_TAG, annotate_trace
 from ragworks.config import AgentConfig
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import PromptVersion
 
 
 def responses_usage(usage: UsageMetadata) -> dict[str, Any]:
@@ -68,9 +72,17 @@ def reduce_stream(events: Iterable[ResponsesAgentStreamEvent | dict[str, Any]]) 
 class RagResponsesAgent(ResponsesAgent):
     """A ragworks graph behind MLflow's Responses API: `predict` and `predict_stream`."""
 
-    def __init__(self, graph: CompiledStateGraph, *, config: AgentConfig | None = None) -> None:
+    def __init__(
+        self,
+        graph: CompiledStateGraph,
+        *,
+        config: AgentConfig | None = None,
+        prompts: Sequence[PromptVersion] = (),
+    ) -> None:
         self.graph = graph
         self.config = config
+        self.prompts = list(prompts)
+        """The registry prompt versions the graph uses; each request's trace is linked to them."""
         self.stateful_graph: CompiledStateGraph | None = None
         """The same graph compiled with a checkpointer (see `with_checkpointer`); None: no state kept."""
 
@@ -79,7 +91,7 @@ class RagResponsesAgent(ResponsesAgent):
 
         Requests without a thread still run the graph compiled without a checkpointer, unchanged.
         """
-        agent = RagResponsesAgent(self.graph, config=self.config)
+        agent = RagResponsesAgent(self.graph, config=self.config, prompts=self.prompts)
         agent.stateful_graph = self.graph.copy(update={"checkpointer": checkpointer})
         return agent
 
@@ -140,6 +152,7 @@ class RagResponsesAgent(ResponsesAgent):
             user_id=context.user_id if context else None,
             tags=tags,
         )
+        link_to_trace(self.prompts)
 
     def _to_stream_event(self, event: AgentEvent) -> dict[str, Any]:
         if isinstance(event, TextDelta):

@@ -29,6 +29,10 @@ def eval_command(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", envvar="RAGWORKS_CONFIG", help="Agent config YAML.")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="FIELD=VALUE over --config (repeatable): system_prompt=prompts:/x/2."),
+    ] = None,
     model_uri: Annotated[
         str | None, typer.Option("--model-uri", help="A logged model instead: models:/... or runs:/...")
     ] = None,
@@ -93,6 +97,8 @@ def eval_command(
 
     Example: ragworks eval suite.yaml --config agent.yaml --judge offline --fail-under faithfulness=0.8
     """
+    from ragworks.config_overrides import overridden_config
+    from ragworks.eval._targets import Target
     from ragworks.eval.runner import run_suite
 
     if config is not None and model_uri is not None:
@@ -102,8 +108,9 @@ def eval_command(
         raise ConfigError(
             "Say what to evaluate: --config agent.yaml or --model-uri models:/<name>/<version>."
         )
+    chosen: Target = overridden_config(config, overrides) if overrides else target
     result = run_suite(
-        target,
+        chosen,
         suite,
         scorers=scorers or None,
         judge=judge,

@@ -212,6 +212,8 @@ def run_suite(
     """
     import mlflow
 
+    from ragworks.eval._prompt_params import log_prompt_params
+
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}.")
     baseline = load_results(baseline_run_id) if baseline_run_id else None  # before any row runs
@@ -232,6 +234,7 @@ def run_suite(
         mlflow.set_experiment(experiment)
     start = time.perf_counter()
     with mlflow.start_run(run_name=run_name or plan.suite.name) as run:
+        log_prompt_params(target)  # a registry system prompt: the version this run measures
         evaluation = _evaluate(plan, prefetch=prefetch, workers=concurrency)
         result = _result(run.info.run_id, plan, evaluation)
         result.elapsed_s = time.perf_counter() - start
