@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,6 +175,66 @@ def test_chat_completions_metadata_names_the_thread(docs_index: str, tmp_path: P
         followed = client.responses.create(model="chat", input="Go on?", previous_response_id=row[0])
         assert (followed.metadata or {}).get("conversation_id") == "conv_shared"
     assert _turns(model.history[1])[:2] == [("human", "Hello?"), ("ai", "Chat answer.")]
+
+
+def test_a_streamed_chat_completion_is_stored_in_its_conversation(docs_index: str, tmp_path: Path) -> None:
+    model = ScriptedChatModel(responses=["First streamed answer.", "Next."])
+    app, store = _app(docs_index, model, str(tmp_path / "s.db"))
+    with serve_in_thread(app) as url:
+        client = _client(url)
+        stream = client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "Hello?"}],
+            metadata={"conversation_id": "conv_streamed"},
+            stream=True,
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        (row,) = store._db.query("SELECT id, thread_id FROM ragworks_responses")
+        stored = httpx.get(f"{url}/v1/responses/{row[0]}").json()
+        followed = client.responses.create(model="chat", input="Go on?", previous_response_id=row[0])
+    assert row[0].startswith("chatcmpl-") and row[1] == "conv_streamed"
+    assert "First streamed answer." in json.dumps(stored["output"])
+    assert (followed.metadata or {}).get("conversation_id") == "conv_streamed"
+    # The stored stream's checkpoint holds the exchange: the next turn's model call sees it.
+    assert _turns(model.history[1])[:2] == [("human", "Hello?"), ("ai", "First streamed answer.")]
+
+
+def test_a_streamed_chat_completion_without_a_conversation_stores_nothing(
+    docs_index: str, tmp_path: Path
+) -> None:
+    model = ScriptedChatModel(responses=["Plain streamed answer."])
+    app, store = _app(docs_index, model, str(tmp_path / "s.db"))
+    with serve_in_thread(app) as url:
+        stream = _client(url).chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Hello?"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert store.count_conversations() == 0
+        assert store._db.query("SELECT COUNT(*) FROM ragworks_responses") == [(0,)]
+
+
+def test_the_checkpoint_a_run_ended_on_is_known_without_reading_it_back(
+    docs_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.types.responses import ResponsesAgentRequest
+
+    from ragworks.agents._thread import THREAD_KEY, Thread
+
+    store = open_state(str(tmp_path / "s.db"))
+    assert store is not None
+    agent = _agent(docs_index, ScriptedChatModel(responses=["One."])).with_checkpointer(store.checkpointer)
+    thread = Thread(thread_id="t1", response_id="resp_1")
+    question = [{"role": "user", "content": "Hi?"}]
+    agent.predict(ResponsesAgentRequest(input=question, custom_inputs={THREAD_KEY: thread.as_input()}))
+    (latest,) = store.checkpointer.list({"configurable": {"thread_id": "t1"}}, limit=1)
+
+    def no_reads(config: object) -> None:
+        raise AssertionError("checkpoint_of read the thread back")
+
+    # The saver noted the run's last checkpoint as it wrote it: finishing a turn costs no read.
+    monkeypatch.setattr(store.checkpointer, "get_tuple", no_reads)
+    assert store.checkpoint_of("t1", "resp_1") == latest.config["configurable"]["checkpoint_id"]
+    store.close()
 
 
 def test_retention_refuses_old_responses_and_sweeps_beyond_the_count(tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def test_a_stream_closed_at_its_first_event_leaves_one_cancelled_trace(tracking:
     else:
         body = {"messages": [{"role": "user", "content": QUESTION}], "stream": True}
         chat, request = parse_chat(json.dumps(body).encode(), max_input_chars=1000)
-        events = openai_compat.chunks(runtime, chat, request, call)
+        events = openai_compat._chunks(runtime, chat, request, call, None)
 
     async def leave_after_the_first_event() -> str:
         first = await anext(events)

@@ -136,7 +136,7 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
         call = openai_compat.completion_call(_call(request))  # its trace carries the chatcmpl- id
         headers = {REQUEST_ID_HEADER: call.request_id}
         if chat.stream:
-            chunks = openai_compat.chunks(runtime, chat, agent_request, call)
+            chunks = await openai_compat.chunks(runtime, chat, agent_request, call)
             stream_headers = {**headers, "Cache-Control": "no-cache"}
             return StreamingResponse(chunks, media_type="text/event-stream", headers=stream_headers)
         response = await answer(runtime, agent_request, call)

@@ -3,7 +3,9 @@
 The request becomes a `ResponsesAgentRequest` and goes to the agent's `predict` / `predict_stream`, as on
 `/v1/responses`; answers carry the agent's `custom_outputs` (the cited sources) as an extra top-level
 field, on the final chunk when streaming, and `usage` from the agent's token counts. A failure
-mid-stream ends the stream with an error chunk, then `[DONE]`. The routes are in `app.py`.
+mid-stream ends the stream with an error chunk, then `[DONE]`. A completion that names a conversation
+(`metadata.conversation_id`) is stored in it, streamed or not, as a Responses body under its
+`chatcmpl-` id; a stream that fails stores nothing. The routes are in `app.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from typing import Any
 
 from mlflow.types.responses import ResponsesAgentRequest
 
-from ragworks.serving._dispatch import Call, Runtime, agent_events, as_dict, record_unstarted, usage_of
+from ragworks.serving import conversations
+from ragworks.serving._dispatch import (
+    Call,
+    Runtime,
+    agent_events,
+    as_dict,
+    record_unstarted,
+    responses_usage,
+    usage_of,
+)
 from ragworks.serving._requests import ChatCompletionRequest
 from ragworks.serving._served import ServedResponse, TraceEnd
 from ragworks.serving.errors import classify, log_failure
@@ -70,7 +81,22 @@ def output_text(items: list[Any]) -> str:
 async def chunks(
     runtime: Runtime, chat: ChatCompletionRequest, request: ResponsesAgentRequest, call: Call
 ) -> AsyncIterator[str]:
-    """A streamed chat completion: a role chunk, text chunks, the stop chunk (and usage), then [DONE]."""
+    """A streamed chat completion's events, in its conversation if it names one.
+
+    The conversation is opened before the first event, so a store that fails is the request's status.
+    """
+    request, turn = await conversations.begin(runtime.state, request, response_id=call.response_id)
+    return _chunks(runtime, chat, request, call, turn)
+
+
+async def _chunks(
+    runtime: Runtime,
+    chat: ChatCompletionRequest,
+    request: ResponsesAgentRequest,
+    call: Call,
+    turn: conversations.Turn | None,
+) -> AsyncIterator[str]:
+    """A role chunk, text chunks, the stop chunk (and usage), then [DONE]; the turn stored on success."""
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     head: dict[str, Any] = {
         "id": call.response_id,
@@ -93,9 +119,12 @@ async def chunks(
     custom: dict[str, Any] = {}
     streamed: set[str] = set()
     usage: dict[str, Any] | None = None
+    items: list[Any] = []
+    trace_id: str | None = None
     try:
         async for event in agent_events(runtime, request, call):
             if isinstance(event, TraceEnd):
+                trace_id = event.trace_id
                 continue
             data = as_dict(event)
             custom.update(data.get("custom_outputs") or {})
@@ -106,13 +135,42 @@ async def chunks(
             elif kind == "response.output_item.done":
                 usage = data.get("usage") or usage
                 item = data.get("item") or {}
+                items.append(item)
                 text = "" if item.get("id") in streamed else output_text([item])  # items sent whole
                 if text:
                     yield chunk({"content": text})
     except Exception as exc:
         yield f"data: {json.dumps(log_failure(classify(exc), exc, where='chat stream').body())}\n\n"
     else:
+        if turn is not None:
+            await conversations.finish_async(
+                runtime.state, turn, _stored_body(head, items, custom, usage, turn), trace_id
+            )
         yield chunk({}, "stop", custom_outputs=custom or None)
         if include_usage:
             yield f"data: {json.dumps({**head, 'choices': [], 'usage': chat_usage(usage)})}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _stored_body(
+    head: dict[str, Any],
+    items: list[Any],
+    custom: dict[str, Any],
+    usage: dict[str, Any] | None,
+    turn: conversations.Turn,
+) -> dict[str, Any]:
+    """What a streamed completion leaves in its conversation: the Responses body a plain one stores."""
+    body: dict[str, Any] = {
+        "id": head["id"],
+        "object": "response",
+        "model": head["model"],
+        "created_at": float(head["created"]),
+        "status": "completed",
+        "output": items,
+        **conversations.response_fields(turn, None),
+    }
+    if custom:
+        body["custom_outputs"] = custom
+    if usage:
+        body["usage"] = responses_usage(usage)
+    return body

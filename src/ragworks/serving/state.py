@@ -116,7 +116,11 @@ class _RecordsEnds:
             saved = super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
         except self._faults as exc:
             raise unavailable(self._where, exc) from exc
-        response_id = (metadata or {}).get(RESPONSE_METADATA_KEY)
+        # LangGraph passes the run's metadata in `config`; the saver merges it into what it stores, so
+        # the response id is in `metadata` only with some releases.
+        response_id = (metadata or {}).get(RESPONSE_METADATA_KEY) or (config.get("metadata") or {}).get(
+            RESPONSE_METADATA_KEY
+        )
         if response_id:
             with self.__dict__.setdefault("_ends_lock", threading.Lock()):
                 ends = self.__dict__.setdefault("_ends", OrderedDict())
