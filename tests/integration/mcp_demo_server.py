@@ -5,17 +5,17 @@
                                   streamable HTTP on a free 127.0.0.1 port, printed as `PORT <n>` on
                                   stdout; requests whose header NAME is not the value of ENVVAR get a 401
 
-Tools: `add(a, b)`, `shout(text)`, `fail(reason)` (raises), `slow(seconds)` (sleeps), `calls()`
+Tools: `add(a, b)`, `shout(text)`, `fail(reason)` (raises), `slow(seconds)` (sleeps), `pid()`, `calls()`
 (how many tool calls this process served: one process per session is what reuse looks like).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import sys
-import time
 from typing import Any
 
 from mcp.server.fastmcp import FastMCP
@@ -50,11 +50,18 @@ def fail(reason: str) -> str:
 
 
 @server.tool()
-def slow(seconds: float) -> str:
-    """Sleep, then answer."""
+async def slow(seconds: float) -> str:
+    """Sleep, then answer (without holding up other calls)."""
     _count()
-    time.sleep(seconds)
+    await asyncio.sleep(seconds)
     return "done"
+
+
+@server.tool()
+def pid() -> int:
+    """This server's process id."""
+    _count()
+    return os.getpid()
 
 
 @server.tool()

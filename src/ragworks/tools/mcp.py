@@ -178,7 +178,7 @@ class MCPServerSession:
             content = self._loop.run(tool.ainvoke(args), timeout=timeout)
         except TimeoutError:
             raise ToolError(
-                f"the MCP server {self.name!r} did not answer within {timeout:.3g} s; try a smaller request"
+                f"the MCP server {self.name!r} did not answer within {timeout:.1f} s; try a smaller request"
             ) from None
         except ToolException as exc:  # the tool ran and reported an error
             raise ToolError(str(exc)) from exc
@@ -250,9 +250,14 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost error of an (anyio) exception group, as `Type: message`."""
+    """The innermost error of an (anyio) exception group, as `Type: message` (its first line)."""
     leaf = _leaf(exc)
-    return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+    response = getattr(leaf, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):  # an HTTP error: the status says it all (no URL query, no advice links)
+        return f"HTTP {status} {getattr(response, 'reason_phrase', '')}".rstrip()
+    text = str(leaf).strip().splitlines()
+    return f"{type(leaf).__name__}: {text[0]}" if text else type(leaf).__name__
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -1,0 +1,273 @@
+"""Tools from MCP servers: real server processes (stdio and streamable HTTP on 127.0.0.1), the real `mcp`
+client through langchain-mcp-adapters, a tool-calling agent with a scripted model, traces in SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from mlflow.entities import SpanStatusCode, SpanType, Trace
+
+from ragworks.agents.deadline import request_deadline
+from ragworks.agents.graphs import build_tool_agent
+from ragworks.agents.responses_agent import RagResponsesAgent
+from ragworks.config import AgentConfig, MCPServerConfig
+from ragworks.errors import ConfigError, ToolError
+from ragworks.retrieval import get_retriever
+from ragworks.testing import ScriptedChatModel
+from ragworks.tools import agent_tools
+from ragworks.tools.mcp import SERVER_ATTRIBUTE, MCPClients, MCPTool, close_mcp_tools
+
+SERVER = str(Path(__file__).with_name("mcp_demo_server.py"))
+STDIO = {"command": [sys.executable, SERVER, "stdio"]}
+SECRET = "mcp-secret-7f3a9c"
+MCP_PATH = "/api/2.0/mcp/genie/space1"
+"""The HTTP server answers where a Databricks Genie space's managed MCP server would."""
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A temp SQLite store with every trace sampled."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACE_SAMPLING_RATIO", "1")
+    original = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+    mlflow.tracing.reset()
+    yield
+    mlflow.set_tracking_uri(original)
+    mp.undo()
+    mlflow.tracing.reset()
+
+
+@pytest.fixture(scope="module")
+def stdio_tools() -> Iterator[dict[str, BaseTool]]:
+    """The demo server's tools over one stdio session, shared by the tests of this module."""
+    tools = MCPClients({"demo": MCPServerConfig(**STDIO)}).load(["mcp:demo"])["mcp:demo"]
+    yield {t.name: t for t in tools}
+    close_mcp_tools(tools)
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    """The demo server over streamable HTTP, requiring `Authorization: Bearer <SECRET>`."""
+    env = {**os.environ, "DEMO_EXPECTED_AUTH": f"Bearer {SECRET}"}
+    args = ["http", "--path", MCP_PATH, "--require-header", "Authorization=DEMO_EXPECTED_AUTH"]
+    process = subprocess.Popen(
+        [sys.executable, SERVER, *args], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the server prints its port once it listens
+        assert line.startswith("PORT "), f"the demo server did not start: {line!r}"
+        yield int(line.split()[1])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _agent(tools: list[BaseTool], replies: list[AIMessage], index: str) -> tuple[RagResponsesAgent, Any]:
+    retriever = get_retriever({"type": "local", "index": index, "k": 2})
+    model = ScriptedChatModel(responses=replies)
+    graph = build_tool_agent(model, [*agent_tools(retriever), *tools])
+    return RagResponsesAgent(graph, config=AgentConfig(agent="tool-calling")), model
+
+
+def _call(name: str, args: dict[str, Any], call_id: str = "c1") -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id}])
+
+
+def _ask(agent: RagResponsesAgent, text: str) -> Trace:
+    agent.predict({"input": [{"role": "user", "content": text}]})
+    trace_id = mlflow.get_last_active_trace_id()
+    assert trace_id is not None
+    trace = mlflow.get_trace(trace_id, flush=True)
+    assert trace is not None
+    return trace
+
+
+def _tool_spans(trace: Trace) -> list[Any]:
+    return [s for s in trace.data.spans if s.span_type == SpanType.TOOL]
+
+
+def test_server_tools_keep_their_typed_schemas(stdio_tools: dict[str, BaseTool]) -> None:
+    assert {"add", "shout", "fail", "slow", "pid", "calls"} <= set(stdio_tools)
+    add = stdio_tools["add"]
+    assert isinstance(add, MCPTool)
+    assert add.description == "Add two whole numbers."
+    assert add.tool_call_schema["properties"]["a"]["type"] == "integer"  # type: ignore[index]
+    assert add.tool_call_schema["required"] == ["a", "b"]  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("tracking")
+def test_agent_calls_a_stdio_tool_in_a_tool_span(stdio_tools: dict[str, BaseTool], docs_index: str) -> None:
+    replies = [_call("add", {"a": 2, "b": 40}), AIMessage("2 + 40 is 42.")]
+    agent, model = _agent([stdio_tools["add"]], replies, docs_index)
+    trace = _ask(agent, "What is 2 + 40?")
+    (span,) = _tool_spans(trace)
+    assert span.name == "add"
+    assert span.inputs["args"] == {"a": 2, "b": 40}
+    assert span.outputs == {"content": "42"}
+    assert span.attributes[SERVER_ATTRIBUTE] == "demo"
+    assert span.status.status_code == SpanStatusCode.OK
+    seen = [m for m in model.history[-1] if isinstance(m, ToolMessage)]
+    assert [(m.content, m.status) for m in seen] == [("42", "success")]
+    assert "add" in model.bound_tools
+
+
+@pytest.mark.usefixtures("tracking")
+def test_a_tool_that_raises_reaches_the_model_as_an_error(
+    stdio_tools: dict[str, BaseTool], docs_index: str
+) -> None:
+    replies = [_call("fail", {"reason": "no stock"}), AIMessage("The tool failed, sorry.")]
+    agent, model = _agent([stdio_tools["fail"]], replies, docs_index)
+    trace = _ask(agent, "Order one.")
+    (span,) = _tool_spans(trace)
+    assert span.status.status_code == SpanStatusCode.ERROR
+    (message,) = [m for m in model.history[-1] if isinstance(m, ToolMessage)]
+    assert message.status == "error"
+    assert "refused: no stock" in str(message.content)
+    assert trace.info.state.value == "OK"  # the run went on: the model answered after the error
+    assert model.history[-1] and len(model.history) == 2
+
+
+def test_one_session_serves_every_call_from_any_thread(stdio_tools: dict[str, BaseTool]) -> None:
+    before = int(stdio_tools["calls"].invoke({}))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sums = list(pool.map(lambda i: stdio_tools["add"].invoke({"a": i, "b": 1}), range(8)))
+    assert sums == [str(i + 1) for i in range(8)]
+    after = int(stdio_tools["calls"].invoke({}))
+    assert after == before + 9  # one server process counted them all: the session was reused
+
+
+def test_a_call_is_bounded_by_the_request_deadline(stdio_tools: dict[str, BaseTool]) -> None:
+    started = time.monotonic()
+    with request_deadline(1.0), pytest.raises(ToolError, match=r"did not answer within 1\.0 s"):
+        stdio_tools["slow"].invoke({"seconds": 20})
+    assert time.monotonic() - started < 5
+    assert stdio_tools["add"].invoke({"a": 1, "b": 1}) == "2"  # the session is still usable
+
+
+def test_a_server_that_dies_is_reconnected_by_the_next_call() -> None:
+    tools = MCPClients({"demo": MCPServerConfig(**STDIO)}).load(["mcp:demo/pid"])["mcp:demo/pid"]
+    (pid_tool,) = tools
+    try:
+        first = int(pid_tool.invoke({}))
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(ToolError, match="MCP server 'demo'"):
+            for _ in range(50):  # the session learns of the death on its next read or write
+                pid_tool.invoke({})
+                time.sleep(0.1)
+        second = int(pid_tool.invoke({}))
+        assert second != first
+    finally:
+        close_mcp_tools(tools)
+
+
+def test_closing_ends_a_stdio_server_process() -> None:
+    tools = MCPClients({"demo": MCPServerConfig(**STDIO)}).load(["mcp:demo/pid"])["mcp:demo/pid"]
+    pid = int(tools[0].invoke({}))
+    close_mcp_tools(tools)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)
+    with pytest.raises(ToolError, match="closed"):
+        tools[0].invoke({})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (not yet reaped) has exited too
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _config(servers: dict[str, Any], tools: list[str], index: str) -> AgentConfig:
+    return AgentConfig(
+        agent="tool-calling",
+        retriever={"type": "local", "index": index, "k": 2},
+        mcp_servers=servers,
+        tools=tools,
+    )
+
+
+def test_a_dead_server_is_one_clear_error_when_the_agent_is_built(docs_index: str) -> None:
+    from ragworks.agents import build_agent
+
+    dead = {"command": [sys.executable, "-c", "import sys; sys.exit(3)"], "startup_timeout_s": 20}
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"MCP server 'broken' \(command .*\) could not be started"):
+        build_agent(_config({"broken": dead}, ["mcp:broken"], docs_index))
+    assert time.monotonic() - started < 15
+    with pytest.raises(ConfigError, match=r"MCP server 'nowhere' .*127\.0\.0\.1:9.* could not be started"):
+        build_agent(_config({"nowhere": {"url": "http://127.0.0.1:9/mcp"}}, ["mcp:nowhere"], docs_index))
+    with pytest.raises(ConfigError, match=r"'ghost' is not declared; add it under mcp_servers"):
+        build_agent(_config({}, ["mcp:ghost"], docs_index))
+
+
+@pytest.mark.usefixtures("tracking")
+def test_http_headers_come_from_the_environment_and_stay_out_of_the_trace(
+    http_port: int, docs_index: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{http_port}{MCP_PATH}"
+    server = {"url": url, "headers": {"Authorization": "Bearer ${DEMO_TOKEN}"}}
+    config = _config({"remote": server}, ["mcp:remote/shout"], docs_index)
+    monkeypatch.delenv("DEMO_TOKEN", raising=False)
+    unset = r"mcp_servers\.remote\.headers\.Authorization reads the environment variable DEMO_TOKEN, which"
+    with pytest.raises(ConfigError, match=unset):
+        agent_tools(get_retriever(config.retriever), config.tools, mcp_servers=config.mcp_servers)
+    monkeypatch.setenv("DEMO_TOKEN", "wrong")
+    with pytest.raises(ConfigError, match=r"MCP server 'remote' .* HTTP 401 Unauthorized") as refused:
+        agent_tools(get_retriever(config.retriever), config.tools, mcp_servers=config.mcp_servers)
+    assert "wrong" not in str(refused.value)
+
+    monkeypatch.setenv("DEMO_TOKEN", SECRET)
+    tools = agent_tools(get_retriever(config.retriever), config.tools, mcp_servers=config.mcp_servers)
+    try:
+        replies = [_call("shout", {"text": "hello"}), AIMessage("It says HELLO.")]
+        model = ScriptedChatModel(responses=replies)
+        agent = RagResponsesAgent(build_tool_agent(model, tools), config=config)
+        trace = _ask(agent, "Shout hello.")
+        (span,) = _tool_spans(trace)
+        assert span.outputs == {"content": "HELLO"}  # the server let the call in: the header reached it
+        assert SECRET not in trace.to_json()
+        assert SECRET not in json.dumps(config.model_dump(mode="json"))
+        assert "${DEMO_TOKEN}" in json.dumps(config.model_dump(mode="json"))
+    finally:
+        close_mcp_tools(tools)
+
+
+def test_a_databricks_managed_server_uses_the_workspace_url_and_auth(
+    http_port: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none.cfg"))
+    monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{http_port}")
+    monkeypatch.setenv("DATABRICKS_TOKEN", SECRET)
+    servers = {"genie": MCPServerConfig(databricks="genie/space1")}
+    tools = MCPClients(servers).load(["mcp:genie/add"])["mcp:genie/add"]
+    try:
+        assert tools[0].invoke({"a": 20, "b": 22}) == "42"
+    finally:
+        close_mcp_tools(tools)
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
+    refused = r"MCP server 'genie' \(Databricks managed MCP server genie/space1\) .*HTTP 401"
+    with pytest.raises(ConfigError, match=refused):
+        MCPClients(servers).load(["mcp:genie"])
