@@ -19,6 +19,7 @@ from ragworks.agents.responses_agent import RagResponsesAgent
 from ragworks.config import AgentConfig
 from ragworks.models import get_chat_model
 from ragworks.retrieval.registry import get_retriever
+from ragworks.tools.model_filters import check_filterable
 from ragworks.tools.registry import agent_tools
 
 ConfigLike = AgentConfig | dict[str, Any] | str | Path | None
@@ -44,7 +45,8 @@ def build_graph(
     )
     if cfg.agent == "rag":
         return build_rag_graph(retriever, llm, system_prompt=prompt.text)
-    tools = agent_tools(retriever, cfg.tools)
+    filterable = check_filterable(cfg.retriever)
+    tools = agent_tools(retriever, cfg.tools, mcp_servers=cfg.mcp_servers, filterable=filterable)
     return build_tool_agent(llm, tools, max_steps=cfg.max_steps, system_prompt=prompt.text)
 
 
