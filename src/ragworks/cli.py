@@ -59,7 +59,12 @@ IndexOpt = Annotated[
 @app.command()
 @handle_errors
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (.txt .md .html .pdf).")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files and folders to index (.txt .md .html .pdf); with --spark also URIs and table:NAME."
+        ),
+    ],
     index: IndexOpt = Path("./index"),
     embeddings: Annotated[
         str,
@@ -95,8 +100,32 @@ def ingest(
     endpoint: Annotated[
         str | None, typer.Option("--endpoint", help="The Vector Search endpoint of --vector-search.")
     ] = None,
+    spark: Annotated[
+        bool, typer.Option("--spark", help="Load, chunk and embed on Spark into the Delta table --table.")
+    ] = False,
+    master: Annotated[
+        str | None, typer.Option("--master", help="Spark master, e.g. local[4] (default: the active one).")
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option("--table", help="With --spark: the Delta chunk table (folder, URI or name).")
+    ] = None,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="With --spark: the text column of table: sources.")
+    ] = "text",
+    id_column: Annotated[
+        str, typer.Option("--id-column", help="With --spark: the column naming each row of table: sources.")
+    ] = "id",
 ) -> None:
     """Index files and folders into a local index or a Vector Search index (unchanged files are skipped)."""
+    if spark or table is not None or master is not None:
+        from ragworks.scale.ingest_commands import run_spark_ingest
+
+        run_spark_ingest(
+            paths, spark=spark, table=table, master=master, embeddings=embeddings, chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap, max_file_mb=max_file_mb, prune=prune, text_column=text_column,
+            id_column=id_column,
+        )
+        return
     if vector_search is not None:
         from ragworks.retrieval.vector_search_ingest import ingest_to_vector_search
 
@@ -195,12 +224,14 @@ def _register_commands() -> None:
     from ragworks.agents import prompt_commands
     from ragworks.eval import commands as eval_commands
     from ragworks.eval import monitor_commands
+    from ragworks.scale import ingest_commands
     from ragworks.serving import commands as serving_commands
 
     agent_commands.register(app)
     serving_commands.register(app)
     eval_commands.register(app)
     monitor_commands.register(app)
+    ingest_commands.register(app)
     prompt_commands.register(app)
 
 
