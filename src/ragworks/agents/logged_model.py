@@ -38,6 +38,7 @@ from ragworks.agents.tracing import CONFIG_TAG
 from ragworks.config import AgentConfig, env_flag
 from ragworks.errors import ConfigError
 from ragworks.retrieval.local import MANIFEST
+from ragworks.tools.mcp_resources import mcp_databricks_resources, mcp_extras
 from ragworks.tools.unity_catalog import PREFIX as UC_PREFIX
 from ragworks.tools.unity_catalog import WAREHOUSE_ENV
 
@@ -181,7 +182,8 @@ def databricks_resources(cfg: AgentConfig) -> list[DatabricksResource]:
 
     A `databricks-vector-search` retriever gives its index (and the endpoint that embeds queries,
     when `retriever.options.embedding_endpoint` names one); a `databricks:<endpoint>` llm gives its
-    serving endpoint; `uc:` tools give their functions and the SQL warehouse they run on.
+    serving endpoint; `uc:` tools give their functions and the SQL warehouse they run on; `mcp:` tools of
+    Databricks managed MCP servers give their Genie spaces, functions and indexes.
     """
     from mlflow.models.resources import (
         DatabricksFunction,
@@ -203,6 +205,7 @@ def databricks_resources(cfg: AgentConfig) -> list[DatabricksResource]:
     warehouse = env_flag(WAREHOUSE_ENV)
     if functions and warehouse:
         resources.append(DatabricksSQLWarehouse(warehouse_id=warehouse))
+    resources.extend(mcp_databricks_resources(cfg))  # managed MCP servers: Genie spaces, functions, indexes
     return resources
 
 
@@ -222,6 +225,7 @@ def needed_extras(cfg: AgentConfig) -> set[str]:
         or _uc_functions(cfg)
     ):
         extras.add("databricks")
+    extras |= mcp_extras(cfg)
     if cfg.retriever.type == "local" and _index_embedder(Path(cfg.retriever.index)) == "minilm":
         extras.add("dense")
     return extras

@@ -286,6 +286,15 @@ def content_text(content: Any) -> str:
     return "\n".join(parts)
 
 
+def _require_adapters() -> None:
+    """A ConfigError with the install command when the `mcp` extra is missing."""
+    try:
+        import langchain_mcp_adapters  # noqa: F401
+        import mcp  # noqa: F401
+    except ImportError:
+        raise ConfigError("mcp: tools need the mcp extra: pip install 'ragworks[mcp]'") from None
+
+
 class MCPClients:
     """The MCP servers one agent uses: a session per server, opened by `load`, closed by `close`."""
 
@@ -297,6 +306,7 @@ class MCPClients:
     def load(self, specs: Sequence[str]) -> dict[str, list[BaseTool]]:
         """The tools of each `mcp:` spec; the servers named are started together, each once."""
         parsed = {spec: parse_spec(spec) for spec in specs}
+        _require_adapters()
         names = list(dict.fromkeys(p.server for p in parsed.values()))
         unknown = [n for n in names if n not in self.servers]
         if unknown:
