@@ -72,6 +72,8 @@ if TYPE_CHECKING:
     from mlflow.genai.evaluation.entities import EvaluationResult
     from mlflow.genai.scorers import Scorer
 
+    from ragworks.scale.spark_eval import SparkEval
+
 logger = logging.getLogger(__name__)
 ScorerSpec: TypeAlias = "str | Scorer"
 """A scorer name (SCORER_NAMES), or any MLflow Scorer (built-ins included)."""
@@ -172,6 +174,8 @@ def run_suite(
     judge_thresholds: str | Path | None = None,
     ui_url: str | None = None,
     custom_judges: str | Path | Sequence[CustomJudgeSpec] | None = None,
+    spark: bool = False,
+    spark_master: str | None = None,
 ) -> SuiteResult:
     """Evaluate `target` on `suite` in one MLflow run and return the summary.
 
@@ -204,6 +208,9 @@ def run_suite(
         prefetch: predict every row and run our judge scorers in our own pools first, then hand
             `mlflow.genai.evaluate` the traces (see `ragworks.eval._prefetch`); False passes
             `predict_fn` to `evaluate` and lets its harness do both (several times slower).
+        spark: predict and run the offline judges on Spark executors, logging the same run
+            (see `ragworks.scale.spark_eval`); the target must then be a config or a model URI.
+        spark_master: the Spark master when no session is active (default `local[*]`).
 
     Raises:
         ConfigError: a `fail_under` name is not a metric of the run, or the judge lacks its key.
@@ -230,12 +237,13 @@ def run_suite(
     )
     if baseline is not None:
         check_shared_questions(baseline, plan.suite.questions(), baseline=str(baseline_run_id))
+    spark_run = _spark_prepare(target, master=spark_master, k=k) if spark else None
     if experiment:
         mlflow.set_experiment(experiment)
     start = time.perf_counter()
     with mlflow.start_run(run_name=run_name or plan.suite.name) as run:
         log_prompt_params(target)  # a registry system prompt: the version this run measures
-        evaluation = _evaluate(plan, prefetch=prefetch, workers=concurrency)
+        evaluation = _evaluate(plan, prefetch=prefetch, workers=concurrency, spark=spark_run)
         result = _result(run.info.run_id, plan, evaluation)
         result.elapsed_s = time.perf_counter() - start
         result.allow_errors = allow_errors
@@ -326,12 +334,22 @@ def _is_judge_name(spec: ScorerSpec) -> bool:
     return isinstance(spec, str) and spec in JUDGE_SCORERS
 
 
-def _evaluate(plan: _Plan, *, prefetch: bool, workers: int) -> EvaluationResult:
+def _spark_prepare(target: Target, *, master: str | None, k: int) -> SparkEval:
+    from ragworks.scale.spark_eval import prepare
+
+    return prepare(target, master=master, k=k)
+
+
+def _evaluate(
+    plan: _Plan, *, prefetch: bool, workers: int, spark: SparkEval | None = None
+) -> EvaluationResult:
     """The fast path (when asked for and this MLflow has what it needs), else `evaluate(predict_fn=...)`."""
     import mlflow
 
     from ragworks.eval import _prefetch
 
+    if spark is not None:  # its own errors say what failed (the Spark job, or evaluate)
+        return spark.evaluate(plan, workers=workers)
     records = plan.records
     try:
         if prefetch and _prefetch.AVAILABLE:

@@ -46,6 +46,8 @@ class ExecutorSpec:
     """Rows predicted at once within a partition."""
     tracking_uri: str
     """The driver's tracking URI: model URIs resolve against it (nothing is written to it)."""
+    traced: bool | None = None
+    """Whether the agent traces itself, as the driver found (`_trace_check`); None: each partition checks."""
 
     def key(self) -> str:
         """What identifies the built agent and scorers, for reuse across partitions."""
@@ -83,7 +85,6 @@ def _built(spec: ExecutorSpec) -> _Built:
 def score_partition(spec: ExecutorSpec, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """`mapInPandas` body: each batch of (row, record JSON) becomes a batch of RESULT_SCHEMA rows."""
     import mlflow
-    from mlflow.genai.utils.trace_utils import convert_predict_fn
     from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
 
     from ragworks.eval.conversations import play_conversations
@@ -98,12 +99,24 @@ def score_partition(spec: ExecutorSpec, batches: Iterator[pd.DataFrame]) -> Iter
 
             records = [json.loads(text) for text in batch["record"]]
             if call is None:  # the partition's turns are all of their conversations, in order
-                predict_fn = play_conversations(built.predict_fn, records)
-                call = convert_predict_fn(predict_fn=predict_fn, sample_input=records[0]["inputs"])
+                call = _wrapped(play_conversations(built.predict_fn, records), spec.traced, records)
             one = _row_scorer(call, built.scorers, captured)
             with ThreadPoolExecutor(max(1, spec.workers), thread_name_prefix="ragworks-spark-eval") as pool:
                 rows = list(pool.map(one, batch["row"], records))
             yield pd.DataFrame(rows, columns=["row", "trace", "error", "payload"])
+
+
+def _wrapped(
+    predict_fn: Callable[..., object], traced: bool | None, records: list[dict[str, Any]]
+) -> Callable[[dict[str, Any]], Any]:
+    """`predict_fn` as MLflow's `convert_predict_fn` wraps it, with the driver's answer on tracing."""
+    import mlflow
+    from mlflow.genai.utils.trace_utils import convert_predict_fn
+
+    if traced is None:
+        return convert_predict_fn(predict_fn=predict_fn, sample_input=records[0]["inputs"])
+    call = predict_fn if traced else mlflow.trace(predict_fn)
+    return lambda request: call(**request)
 
 
 def _row_scorer(

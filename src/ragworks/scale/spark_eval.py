@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -71,6 +71,10 @@ class EvalPlan(Protocol):
     @property
     def only_ours(self) -> bool:
         """Every scorer is one of ragworks' own."""
+
+    @property
+    def predict_fn(self) -> Callable[..., object]:
+        """The driver's `predict_fn(**inputs)`; called once, untraced, to check how it traces."""
 
 
 def executor_target(target: object) -> str | dict[str, Any]:
@@ -154,6 +158,12 @@ class SparkEval:
         """The rows predicted on the executors (traces stored) and their scores by (scorer, trace id)."""
         import mlflow
 
+        from ragworks.scale._trace_check import traces_itself
+
+        try:  # once, on the first row, as the local run checks it (and fails when that row fails)
+            traced = traces_itself(plan.predict_fn, plan.records[0]["inputs"])
+        except Exception as exc:
+            raise EvalError(f"mlflow.genai.evaluate failed on the first row: {exc}") from exc
         thresholds = getattr(plan.judge, "thresholds", None) if here else None
         spec = ExecutorSpec(
             target=self.target,
@@ -163,6 +173,7 @@ class SparkEval:
             k=self.k,
             workers=workers,
             tracking_uri=mlflow.get_tracking_uri(),
+            traced=traced,
         )
         frame = self._run_job(plan.records, spec)
         return collect_rows(plan.records, frame)
