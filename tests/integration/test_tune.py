@@ -75,19 +75,27 @@ def _weak_start(path: Path, index: Path | None = None) -> Path:
 
 
 def _runs_by_role(parent_id: str) -> dict[str, list[mlflow.entities.Run]]:
+    """The study's run, the runs nested under it, and the runs nested under those, by their role tag."""
     client = mlflow.MlflowClient()
-    parent = client.get_run(parent_id)
-    runs = client.search_runs([parent.info.experiment_id], max_results=1000)
-    out: dict[str, list[mlflow.entities.Run]] = {}
-    for run in runs:
+    study = client.get_run(parent_id)
+    experiments = [study.info.experiment_id]
+
+    def children(run_id: str) -> list[mlflow.entities.Run]:
+        return client.search_runs(experiments, f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
+
+    out: dict[str, list[mlflow.entities.Run]] = {"study": [study]}
+    for run in children(parent_id):
         out.setdefault(run.data.tags.get("ragworks.tune.role", ""), []).append(run)
+        for part in children(run.info.run_id):
+            out.setdefault(part.data.tags.get("ragworks.tune.role", ""), []).append(part)
     return out
 
 
 def _assert_nested(result: TuneResult) -> None:
     """Every trial, the starting and held-back checks are runs under the study; their parts under them."""
     by_role = _runs_by_role(result.parent_run_id)
-    assert [r.info.run_id for r in by_role["study"]] == [result.parent_run_id]
+    assert by_role["study"][0].data.tags["ragworks.tune.role"] == "study"
+    assert set(by_role) <= {"study", "trial", "start", "holdout", "part"}
     trials = by_role["trial"]
     assert len(trials) == len(result.trials)
     scored = {r.info.run_id: r for r in [*trials, *by_role["start"], *by_role.get("holdout", [])]}
@@ -156,7 +164,14 @@ def test_the_same_seed_gives_the_same_best_values(
 
     def study() -> TuneResult:
         return tune(
-            start, example_suite_path(), trials=3, seed=7, parts=1, judge=JUDGE, experiment=experiment
+            start,
+            example_suite_path(),
+            trials=3,
+            seed=7,
+            holdout=0.3,
+            parts=1,
+            judge=JUDGE,
+            experiment=experiment,
         )
 
     first, second = study(), study()
