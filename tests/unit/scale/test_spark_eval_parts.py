@@ -54,5 +54,5 @@ def test_executor_target_is_a_config_with_absolute_paths_or_a_model_uri(tmp_path
     spec = executor_target(str(config))
     assert isinstance(spec, dict) and spec["retriever"]["index"] == str((tmp_path / "idx").resolve())
     assert executor_target("models:/agent/1") == "models:/agent/1"
-    with pytest.raises(ConfigError, match="--config agent.yaml or --model-uri"):
+    with pytest.raises(ConfigError, match=r"--config agent\.yaml or --model-uri"):
         executor_target(lambda request: request)
