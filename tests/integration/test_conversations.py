@@ -227,6 +227,9 @@ def test_the_checkpoint_a_run_ended_on_is_known_without_reading_it_back(
     question = [{"role": "user", "content": "Hi?"}]
     agent.predict(ResponsesAgentRequest(input=question, custom_inputs={THREAD_KEY: thread.as_input()}))
     (latest,) = store.checkpointer.list({"configurable": {"thread_id": "t1"}}, limit=1)
+    # The turn's retrieved chunks are not kept: the next turn starts them afresh.
+    assert "documents" not in latest.checkpoint["channel_values"]
+    assert [m.content for m in latest.checkpoint["channel_values"]["messages"]][-1] == "One."
 
     def no_reads(config: object) -> None:
         raise AssertionError("checkpoint_of read the thread back")

@@ -69,6 +69,11 @@ def run_config(thread: Thread) -> RunnableConfig:
     return {"configurable": configurable, "metadata": {RESPONSE_METADATA_KEY: thread.response_id}}
 
 
+UNKEPT_CHANNELS = frozenset({"documents"})
+"""State a server's checkpoints leave out: every turn starts it afresh (`turn_inputs`), and the turn's
+sources reach the answer from the run's updates, so storing them would only be read back and dropped."""
+
+
 def turn_inputs(thread: Thread, messages: list[BaseMessage]) -> dict[str, Any]:
     """Graph inputs of one turn: its messages (replacing the thread's unless continuing), fresh state."""
     new: list[BaseMessage] = messages

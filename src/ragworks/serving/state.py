@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from ragworks.agents._thread import RESPONSE_METADATA_KEY
+from ragworks.agents._thread import RESPONSE_METADATA_KEY, UNKEPT_CHANNELS
 from ragworks.errors import ConfigError
 from ragworks.serving.errors import HTTPProblem
 
@@ -112,6 +112,10 @@ class _RecordsEnds:
     def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
         """Write the checkpoint (the saver's own `put`), noting its id under the response's id."""
         # Any: BaseCheckpointSaver.put's own types, passed through unchanged
+        values = checkpoint.get("channel_values") or {}
+        if UNKEPT_CHANNELS & values.keys():  # most of a RAG turn's checkpoint is its retrieved chunks
+            kept = {name: value for name, value in values.items() if name not in UNKEPT_CHANNELS}
+            checkpoint = {**checkpoint, "channel_values": kept}
         try:
             saved = super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
         except self._faults as exc:
