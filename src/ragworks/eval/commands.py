@@ -36,6 +36,10 @@ def eval_command(
     model_uri: Annotated[
         str | None, typer.Option("--model-uri", help="A logged model instead: models:/... or runs:/...")
     ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help="A Databricks serving endpoint instead (its OpenAI route)."),
+    ] = None,
     judge: Annotated[
         str,
         typer.Option("--judge", envvar="RAGWORKS_JUDGE", help="offline | openai:<model> | databricks:<ep>."),
@@ -103,7 +107,11 @@ def eval_command(
 
     if config is not None and model_uri is not None:
         raise ConfigError("Pass --config or --model-uri, not both.")
-    target = model_uri or config
+    target: Target | None = model_uri or config
+    if endpoint is not None:
+        from ragworks.scale.endpoint_client import endpoint_target
+
+        target = endpoint_target(endpoint, other=target)
     if target is None:
         raise ConfigError(
             "Say what to evaluate: --config agent.yaml or --model-uri models:/<name>/<version>."

@@ -107,6 +107,13 @@ def _message(exc: Any) -> str:
     return " ".join(str(text).split())
 
 
+def endpoint_target(endpoint: str, *, other: object = None) -> EndpointAgent:
+    """`ragworks eval --endpoint`: the endpoint as the eval target; refused beside another target."""
+    if other is not None:
+        raise ConfigError("Pass --endpoint alone, not with --config or --model-uri.")
+    return EndpointAgent(endpoint)
+
+
 def chat_with_endpoint(endpoint: str, question: str | None, *, tracing_asked: bool) -> None:
     """`ragworks chat --endpoint`: one question, or a conversation, with the deployed agent."""
     from ragworks.agents import commands
