@@ -51,6 +51,23 @@ class RetrieverConfig(_Strict):
     """The Databricks Vector Search endpoint (databricks-vector-search only)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Backend-specific keyword arguments passed to the retriever's constructor."""
+    reranker: str = "none"
+    """`none`, `minilm` (built in, offline), `cross-encoder:<local folder or cached model name>` (never
+    downloaded), or `databricks` (the Vector Search index reranks; databricks-vector-search only)."""
+    rerank_candidates: int = Field(default=30, ge=1, le=1000)
+    """How many chunks the first stage returns for the reranker, which keeps the best `k`."""
+    query: Literal["plain", "multi-query", "hyde"] = "plain"
+    """Query rewriting: `plain` (none), `multi-query` (variants fused by RRF) or `hyde` (search with a
+    hypothetical answer); offline, both are made deterministically from a first search."""
+
+    @field_validator("reranker")
+    @classmethod
+    def _known_reranker(cls, value: str) -> str:
+        if value in {"none", "minilm", "databricks"} or (
+            value.startswith("cross-encoder:") and value != "cross-encoder:"
+        ):
+            return value
+        raise ValueError("must be 'none', 'minilm', 'databricks' or 'cross-encoder:<path or name>'")
 
     @field_validator("type")
     @classmethod

@@ -75,10 +75,21 @@ def to_mlflow_document(doc: Document) -> MlflowDocument:
     return MlflowDocument(page_content=doc.page_content, metadata=metadata, id=doc.id)
 
 
-def traced_retrieve(retriever: BaseRetriever, query: str, *, name: str = "retrieve") -> list[Document]:
-    """Run a retriever inside a RETRIEVER span whose outputs are MLflow documents."""
-    with child_span(name, SpanType.RETRIEVER, {"query": query}) as span:
-        docs = retriever.invoke(query)
+def traced_retrieve(
+    retriever: BaseRetriever,
+    query: str,
+    *,
+    name: str = "retrieve",
+    filters: dict[str, Any] | None = None,
+) -> list[Document]:
+    """Run a retriever inside a RETRIEVER span whose outputs are MLflow documents.
+
+    `filters` (metadata filters for this query, see `ragworks.retrieval.filters`) are passed to the
+    retriever, which adds them to its own.
+    """
+    inputs: dict[str, Any] = {"query": query, "filters": filters} if filters else {"query": query}
+    with child_span(name, SpanType.RETRIEVER, inputs) as span:
+        docs = retriever.invoke(query, filters=filters) if filters else retriever.invoke(query)
         if span is not None:
             span.set_outputs([to_mlflow_document(d) for d in docs])
     return docs

@@ -21,7 +21,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, StructuredTool
 
 from ragworks._imports import import_object
-from ragworks.config import MCPServerConfig
+from ragworks.config import FilterableField, MCPServerConfig
 from ragworks.errors import ConfigError
 from ragworks.tools.mcp import PREFIX as MCP_PREFIX
 from ragworks.tools.mcp import close_mcp_tools, load_mcp_tools
@@ -62,9 +62,14 @@ def agent_tools(
     specs: Sequence[str] = (),
     *,
     mcp_servers: Mapping[str, MCPServerConfig] | None = None,
+    filterable: Mapping[str, FilterableField] | None = None,
 ) -> list[BaseTool]:
-    """The tools of a tool-calling agent: the retriever tool first, then the configured ones."""
-    tools = [make_retriever_tool(retriever), *load_tools(specs, mcp_servers=mcp_servers)]
+    """The tools of a tool-calling agent: the retriever tool first, then the configured ones.
+
+    `filterable`: the metadata fields the model may filter the retriever tool's searches on.
+    """
+    retriever_tool = make_retriever_tool(retriever, filterable=filterable)
+    tools = [retriever_tool, *load_tools(specs, mcp_servers=mcp_servers)]
     names = [t.name for t in tools]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
