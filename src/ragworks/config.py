@@ -32,6 +32,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FilterableField(_Strict):
+    """A metadata field the model may filter on in a tool-calling agent (see `retriever.filterable`)."""
+
+    type: Literal["string", "int", "float", "bool"] = "string"
+    """The type of the field's values."""
+    values: list[str | int | float | bool] | None = None
+    """The values allowed, shown to the model as an enum (None: any value of the type)."""
+    description: str | None = None
+    """What the field holds, shown to the model."""
+
+
 class RetrieverConfig(_Strict):
     """Which retriever to use and how many chunks it returns."""
 
@@ -47,6 +58,9 @@ class RetrieverConfig(_Strict):
     """`hybrid` (BM25 + dense), `bm25`, or `dense`."""
     filters: dict[str, Any] | None = None
     """Metadata filters applied to every query, e.g. `{"source": "docs/a.md", "year >=": 2020}`."""
+    filterable: dict[str, FilterableField] = Field(default_factory=dict)
+    """Metadata fields the model may filter on through the retriever tool (tool-calling agents), e.g.
+    `{"source": {"values": ["a.md", "b.md"]}, "year": {"type": "int"}}`; checked before each search."""
     endpoint: str | None = None
     """The Databricks Vector Search endpoint (databricks-vector-search only)."""
     options: dict[str, Any] = Field(default_factory=dict)
