@@ -224,7 +224,7 @@ def _register_commands() -> None:
     from ragworks.agents import prompt_commands
     from ragworks.eval import commands as eval_commands
     from ragworks.eval import monitor_commands
-    from ragworks.scale import ingest_commands
+    from ragworks.scale import deploy_commands, ingest_commands
     from ragworks.serving import commands as serving_commands
 
     agent_commands.register(app)
@@ -233,6 +233,7 @@ def _register_commands() -> None:
     monitor_commands.register(app)
     ingest_commands.register(app)
     prompt_commands.register(app)
+    deploy_commands.register(app)
 
 
 _register_commands()
