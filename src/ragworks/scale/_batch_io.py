@@ -95,7 +95,7 @@ def select_questions(
     """
     columns = [str(c) for c in frame.columns]
     if frame.empty:
-        raise ConfigError(f"The input {source} has no rows: it needs one question per row.")
+        raise ConfigError(f"The input {source} is empty (no rows): it needs one question per row.")
     if question_column not in columns:
         raise ConfigError(
             f"The input {source} has no column {question_column!r} (columns: {', '.join(columns)}). "

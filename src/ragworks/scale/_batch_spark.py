@@ -170,7 +170,7 @@ def numbered_questions(
             "Name the ids' column with --id-column, or leave it out to number the rows."
         )
     if not frame.head(1):
-        raise ConfigError(f"The input {source} has no rows: it needs one question per row.")
+        raise ConfigError(f"The input {source} is empty (no rows): it needs one question per row.")
     chosen = id_column or (ID if ID in columns else None)
     id_type = frame.schema[chosen].dataType if chosen else LongType()
     schema = StructType(
@@ -308,14 +308,25 @@ def _ship_model(spark: SparkSession, model_uri: str, tmp: Path) -> str:
 
 
 def _write(spark: SparkSession, answers: DataFrame, output: Path) -> pd.DataFrame:
-    """Run the job, write the output, and return the answers' id and error columns (for the report)."""
-    ordered = answers.orderBy(ROW)
+    """Run the job, write the output, and return the answers' id and error columns (for the report).
+
+    Each question is asked once: a file output is collected and put in order on the driver, and a
+    folder output is persisted before Spark sorts it (a sort samples its input in a job of its own,
+    which would otherwise run the agent over every row a second time).
+    """
     try:
         if output.suffix.lower() in FILE_FORMATS:
-            frame: pd.DataFrame = ordered.toPandas()
+            frame: pd.DataFrame = answers.toPandas()
+            frame = frame.sort_values(ROW, kind="stable").reset_index(drop=True)
             write_answers(frame, output)
             return frame.loc[:, [ID, ERROR]]
-        ordered.select(*OUTPUT_COLUMNS).write.mode("overwrite").parquet(str(output))
+        from pyspark import StorageLevel
+
+        kept = answers.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            kept.orderBy(ROW).select(*OUTPUT_COLUMNS).write.mode("overwrite").parquet(str(output))
+        finally:
+            kept.unpersist()
     except RagworksError:
         raise
     except Exception as exc:  # the Spark job failed: a task's Python error, a lost executor
