@@ -224,13 +224,14 @@ def _register_commands() -> None:
     from ragworks.agents import prompt_commands
     from ragworks.eval import commands as eval_commands
     from ragworks.eval import monitor_commands
-    from ragworks.scale import deploy_commands, ingest_commands
+    from ragworks.scale import batch_commands, deploy_commands, ingest_commands
     from ragworks.serving import commands as serving_commands
 
     agent_commands.register(app)
     serving_commands.register(app)
     eval_commands.register(app)
     monitor_commands.register(app)
+    batch_commands.register(app)
     ingest_commands.register(app)
     prompt_commands.register(app)
     deploy_commands.register(app)
