@@ -48,10 +48,13 @@ class ExecutorSpec:
     """The driver's tracking URI: model URIs resolve against it (nothing is written to it)."""
     traced: bool | None = None
     """Whether the agent traces itself, as the driver found (`_trace_check`); None: each partition checks."""
+    run_id: str = ""
+    """The MLflow run: a worker reuses what it built within one run only (an index may change)."""
 
     def key(self) -> str:
         """What identifies the built agent and scorers, for reuse across partitions."""
-        return json.dumps([self.target, self.scorers, self.judge, self.thresholds, self.k], sort_keys=True)
+        parts = [self.run_id, self.target, self.scorers, self.judge, self.thresholds, self.k]
+        return json.dumps(parts, sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ def _built(spec: ExecutorSpec) -> _Built:
             if spec.thresholds is not None:
                 judge = ThresholdJudge(judge, spec.thresholds)
             scorers = [make_scorer(name, judge=judge, k=spec.k) for name in spec.scorers]
+            _BUILT.clear()  # what an earlier run built is not reused
             _BUILT[key] = _Built(make_predict_fn(spec.target), scorers)
         return _BUILT[key]
 

@@ -174,6 +174,7 @@ class SparkEval:
             workers=workers,
             tracking_uri=mlflow.get_tracking_uri(),
             traced=traced,
+            run_id=_active_run_id(),
         )
         frame = self._run_job(plan.records, spec)
         return collect_rows(plan.records, frame)
@@ -196,6 +197,13 @@ class SparkEval:
         if len(result) != len(records):
             raise EvalError(f"Spark returned {len(result)} of {len(records)} rows; nothing was logged.")
         return result
+
+
+def _active_run_id() -> str:
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else ""
 
 
 def executor_scorers(plan: EvalPlan) -> list[str]:
