@@ -93,6 +93,12 @@ def eval_command(
             help="A YAML file of custom judges (name, instructions, scale, inputs); needs an LLM judge.",
         ),
     ] = None,
+    spark: Annotated[
+        bool, typer.Option("--spark", help="Predict and run offline judges on Spark executors.")
+    ] = False,
+    master: Annotated[
+        str | None, typer.Option("--master", help="Spark master with --spark, e.g. local[4].")
+    ] = None,
 ) -> None:
     """Evaluate an agent on a suite, log the run to MLflow, and exit 1 when a threshold fails.
 
@@ -132,6 +138,8 @@ def eval_command(
         judge_thresholds=judge_thresholds,
         ui_url=ui_url,
         custom_judges=judges,
+        spark=spark,
+        spark_master=master,
     )
     typer.echo(result.summary())
     typer.echo(f"MLflow run {result.run_id} (report artifact: {result.report})")
