@@ -250,6 +250,16 @@ def test_permission_denied_on_update(serving: ServingEndpointsEmulator) -> None:
     )
 
 
+def test_permission_denied_on_reading_the_endpoint(serving: ServingEndpointsEmulator) -> None:
+    serving.script_error("get", 403, "PERMISSION_DENIED", "User carol cannot view endpoint 'rag'.")
+    result = _deploy()
+
+    assert result.exit_code == 1
+    line = _error_line(result)
+    assert "refused to read serving endpoint 'rag' (PERMISSION_DENIED): User carol cannot view" in line
+    assert serving.bodies("POST", "/api/2.0/serving-endpoints") == []
+
+
 def test_the_wait_is_bounded(serving: ServingEndpointsEmulator) -> None:
     serving.polls_to_ready = 10**6
     result = _cli(
