@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,3 +127,12 @@ def fuse_top(
 def union(bm25_rows: np.ndarray, dense_rows: np.ndarray) -> np.ndarray:
     """The candidate rows of both rankings, sorted, each once."""
     return np.unique(np.concatenate([bm25_rows, dense_rows]).astype(np.int64))
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], *, k: int = 60) -> list[tuple[str, float]]:
+    """Fuse rankings of ids (best first) by RRF: sum of 1 / (k + rank); ties keep first-seen order."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(dict.fromkeys(ranking)):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank + 1.0)
+    return sorted(scores.items(), key=lambda item: -item[1])

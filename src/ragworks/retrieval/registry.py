@@ -19,6 +19,7 @@ from ragworks._imports import import_object
 from ragworks.config import AgentConfig, RetrieverConfig
 from ragworks.errors import ConfigError
 from ragworks.retrieval.local import LocalRetriever
+from ragworks.retrieval.stages import apply_stages
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,15 @@ def _langchain(config: RetrieverConfig) -> BaseRetriever:
 
 
 def get_retriever(config: RetrieverConfig | AgentConfig | dict[str, Any]) -> BaseRetriever:
-    """Build the retriever a config names."""
+    """Build the retriever a config names, with its query-rewriting and reranking stages."""
     if isinstance(config, AgentConfig):
         config = config.retriever
     elif isinstance(config, dict):
         config = AgentConfig.load({"retriever": config}).retriever
+    return apply_stages(_first_stage(config), config)
+
+
+def _first_stage(config: RetrieverConfig) -> BaseRetriever:
     if config.type.startswith("langchain:"):
         return _langchain(config)
     try:

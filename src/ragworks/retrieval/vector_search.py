@@ -84,6 +84,10 @@ class VectorSearchRetriever(BaseRetriever):
     queries then carry `query_vector`, embedded here."""
     workspace_url: str | None = None
     """Default: databricks-sdk's host."""
+    rerank: bool = False
+    """Have the index rerank its results with the Databricks reranker (`retriever.reranker: databricks`)."""
+    columns_to_rerank: list[str] = Field(default_factory=list)
+    """The columns the Databricks reranker reads; default: the text column."""
     tags: list[str] | None = Field(default_factory=lambda: ["ragworks", BACKEND])
 
     _handle: Any = PrivateAttr(default=None)  # IndexHandle, after the first query
@@ -113,8 +117,26 @@ class VectorSearchRetriever(BaseRetriever):
             score_threshold=self.score_threshold,
             disable_notice=True,
             **text,
+            **(self._reranker_arguments(layout) if self.rerank else {}),
         )
-        return layout.documents(handle.call("query", search))
+        response = handle.call("query", search)
+        docs = layout.documents(response)
+        return _reranked(docs, response, self.index_name) if self.rerank else docs
+
+    def _reranker_arguments(self, layout: _Layout) -> dict[str, Any]:
+        try:
+            from databricks.ai_search.reranker import DatabricksReranker
+        except ImportError:
+            try:
+                from databricks.vector_search.reranker import DatabricksReranker
+            except ImportError:
+                raise ConfigError(
+                    "retriever.reranker 'databricks' needs a databricks-vectorsearch client with "
+                    "rerankers (databricks.vector_search.reranker): pip install -U databricks-vectorsearch."
+                ) from None
+        columns = self.columns_to_rerank or [layout.text]
+        # debug_level 1 makes the service report reranker_time: the one sign that it reranked
+        return {"reranker": DatabricksReranker(columns_to_rerank=columns), "debug_level": 1}
 
     def _setup(self) -> tuple[IndexHandle, _Layout]:
         """The index handle and the result layout, made on the first query (thread-safe)."""
@@ -271,6 +293,20 @@ class _Layout:
         return docs
 
 
+def _reranked(docs: list[Document], response: dict[str, Any], index_name: str) -> list[Document]:
+    """The documents of a reranked query, or a RetrievalError when the service did not say it reranked."""
+    if (response.get("debug_info") or {}).get("reranker_time") is None:
+        raise RetrievalError(
+            f"Vector Search did not rerank the results of {index_name!r} (no reranker_time in its debug "
+            "info): the index or endpoint may not support the Databricks reranker. Set "
+            "retriever.reranker to none, minilm or cross-encoder:<path>.",
+            backend=BACKEND,
+        )
+    for doc in docs:
+        doc.metadata["reranker"] = "databricks"
+    return docs
+
+
 def _client_class() -> Any:
     """The official client's class: `databricks.ai_search` (new name), else `databricks.vector_search`."""
     try:
@@ -375,6 +411,7 @@ def _vector_search(config: RetrieverConfig) -> BaseRetriever:
         "embeddings",
         "workspace_url",
         "embedding_endpoint",
+        "columns_to_rerank",
     }
     unknown = sorted(set(options) - known)
     if unknown:
@@ -387,5 +424,6 @@ def _vector_search(config: RetrieverConfig) -> BaseRetriever:
         k=config.k,
         mode=config.mode,
         filters=config.filters,
+        rerank=config.reranker == "databricks",
         **{k: v for k, v in options.items() if k != "embedding_endpoint"},
     )
