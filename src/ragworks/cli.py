@@ -223,7 +223,7 @@ def _register_commands() -> None:
     from ragworks.agents import commands as agent_commands
     from ragworks.agents import prompt_commands
     from ragworks.eval import commands as eval_commands
-    from ragworks.eval import monitor_commands
+    from ragworks.eval import monitor_commands, tune_commands
     from ragworks.scale import batch_commands, deploy_commands, ingest_commands
     from ragworks.serving import commands as serving_commands
 
@@ -231,6 +231,7 @@ def _register_commands() -> None:
     serving_commands.register(app)
     eval_commands.register(app)
     monitor_commands.register(app)
+    tune_commands.register(app)
     batch_commands.register(app)
     ingest_commands.register(app)
     prompt_commands.register(app)
