@@ -20,6 +20,7 @@ from ragworks.eval import commands as eval_commands
 from ragworks.eval import tune_commands
 from ragworks.eval.suite import EvalSuite, example_suite_path
 from ragworks.eval.tune import TuneResult, tune
+from ragworks.eval.tune_space import parse_space
 
 pytestmark = pytest.mark.slow
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
@@ -103,6 +104,10 @@ def _assert_nested(result: TuneResult) -> None:
         assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
     for part in by_role["part"]:
         assert part.data.tags["mlflow.parentRunId"] in scored
+    status = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+    by_name = {r.info.run_name: r for r in trials}
+    for record in result.trials:
+        assert by_name[f"trial {record.number}"].info.status == status[record.state]
     metric = result.metric
     for record in result.trials:
         if record.score is None:
@@ -183,6 +188,20 @@ def test_the_same_seed_gives_the_same_best_values(
     _assert_nested(first)
 
 
+SCIFACT_SPACE = {
+    "retriever.k": {"type": "int", "low": 1, "high": 10},
+    "retriever.mode": {"type": "categorical", "choices": ["hybrid", "bm25", "dense"]},
+    "retriever.options.fusion_weight": {
+        "type": "float",
+        "low": 0.0,
+        "high": 1.0,
+        "step": 0.05,
+        "when": {"retriever.mode": "hybrid"},
+    },
+}
+"""The default space of a local index, written out so the test does not move with optional fields."""
+
+
 def _scifact_suite(root: Path, *, queries: int = 30, distractors: int = 170) -> tuple[EvalSuite, Path]:
     """A suite of SciFact test claims over a small corpus: their relevant abstracts plus distractors."""
     qrels: dict[str, list[str]] = {}
@@ -223,13 +242,29 @@ def test_tune_on_a_scifact_suite_reports_the_held_back_scores(experiment: str, t
     suite, docs = _scifact_suite(tmp_path)
     ingest([docs], tmp_path / "index", embeddings="hashing", chunk_size=2000, chunk_overlap=0)
     start = _weak_start(tmp_path / "start.yaml", tmp_path / "index")
+    space = parse_space(SCIFACT_SPACE, source="test")
     result = tune(
-        start, suite, trials=5, seed=0, judge=JUDGE, output=tmp_path / "best.yaml", experiment=experiment
+        start,
+        suite,
+        trials=5,
+        seed=0,
+        space=space,
+        judge=JUDGE,
+        output=tmp_path / "best.yaml",
+        experiment=experiment,
     )
     assert result.rows_tuning == 21 and result.rows_held == 9
     assert result.best.mean >= result.start.mean
     assert result.start_holdout is not None and result.best_holdout is not None
     _assert_nested(result)
+    pruned = [t for t in result.trials if t.state == "pruned"]
+    assert pruned and all(
+        t.partial is not None for t in pruned
+    )  # this seed prunes; each after its first part
+    parts = _runs_by_role(result.parent_run_id)["part"]
+    for trial in pruned:
+        assert sum(p.info.run_name == f"trial {trial.number} part 1" for p in parts) == 1
+        assert not any(p.info.run_name == f"trial {trial.number} part 2" for p in parts)
     summary = result.summary()
     assert f"best {result.best_holdout.mean:.4f}" in summary
     print(
