@@ -312,9 +312,23 @@ def test_chat_talks_to_the_endpoint_through_its_openai_route(serving: ServingEnd
     assert "BM25 ranks chunks by rare shared words [1]." in result.stdout
     assert "Sources:\n  [1] indexing.md" in result.stdout
     [body] = serving.bodies("POST", "/serving-endpoints/responses")
-    assert body["model"] == "rag"
+    assert body["model"] == "rag" and body["stream"] is True
     [turn] = body["input"]
     assert (turn["role"], turn["content"]) == ("user", "What is BM25?")
+
+
+def test_the_endpoint_streams_events_with_the_sources(serving: ServingEndpointsEmulator) -> None:
+    from ragworks.scale.endpoint_client import EndpointAgent
+
+    _ready(serving)
+    serving.enqueue(EndpointReply(text="Dense search finds paraphrases.", sources=[{"source": "a.md"}]))
+    events = list(EndpointAgent("rag").predict_stream({"input": [{"role": "user", "content": "Dense?"}]}))
+
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Dense ", "search ", "finds ", "paraphrases."]
+    [done] = [e for e in events if e["type"] == "response.output_item.done"]
+    assert done["custom_outputs"] == {"sources": [{"source": "a.md"}]}
+    assert events[-1]["type"] == "response.completed"
 
 
 def test_chat_endpoint_errors_are_one_line(serving: ServingEndpointsEmulator) -> None:

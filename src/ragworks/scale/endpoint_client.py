@@ -4,8 +4,9 @@
 runner take, so `ragworks chat --endpoint NAME` and `ragworks eval SUITE --endpoint NAME` run the
 same code as for a local agent. Requests go to `{host}/serving-endpoints/responses` with the
 endpoint as the `model` (as `WorkspaceClient().serving_endpoints.get_open_ai_client()` sends them),
-authenticated by databricks-sdk's unified auth with a token read per request. The answer's
-`custom_outputs` (a ragworks agent's `sources`) come back with it, so retrieval metrics work.
+authenticated by databricks-sdk's unified auth with a token read per request; `chat` streams the
+answer's events as the endpoint sends them. The answer's `custom_outputs` (a ragworks agent's
+`sources`) come back with it, so the cited sources show and the retrieval metrics score.
 
 Example:
     >>> agent = EndpointAgent("rag-agent")                                       # doctest: +SKIP
@@ -14,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
@@ -51,43 +53,49 @@ class EndpointAgent:
         Raises:
             ModelError: the endpoint refused or failed the request, or could not be reached.
         """
-        import openai
+        response = self._call(request, stream=False)
+        return cast(dict[str, Any], response.model_dump(exclude_none=True))
 
+    def predict_stream(self, request: Any) -> Iterator[dict[str, Any]]:  # Any: as for predict
+        """The answer as the endpoint streams it: Responses events as dicts (text deltas, items).
+
+        Raises:
+            ModelError: as `predict`, also when the stream breaks.
+        """
+        with self._errors():
+            for event in self._call(request, stream=True):
+                yield cast(dict[str, Any], event.model_dump(exclude_none=True))
+
+    def _call(self, request: Any, *, stream: bool) -> Any:  # Any: a Response or a Stream of events
         body = _request_dict(request)
         extra = {k: v for k, v in body.items() if k not in ("input", "stream")}
-        logger.info("Serving endpoint %s: responses request", self.endpoint)
-        try:
-            response = self._openai().responses.create(
+        logger.info("Serving endpoint %s: responses request (stream=%s)", self.endpoint, stream)
+        with self._errors():
+            return self._openai().responses.create(
                 model=self.endpoint,
                 input=body.get("input") or [],
+                stream=stream,
                 extra_body=extra or None,
                 timeout=self.timeout_s,
             )
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The openai client's errors as ModelErrors with the endpoint's own message."""
+        import openai
+
+        try:
+            yield
         except openai.APIStatusError as exc:
             raise ModelError(
                 f"Serving endpoint {self.endpoint!r} answered {exc.status_code}: {_message(exc)}",
                 status=503 if exc.status_code in (429, 503) else 502,
             ) from None
-        except openai.APIConnectionError as exc:
+        except openai.APIError as exc:  # connection errors, timeouts, a broken stream
             raise ModelError(
-                f"Serving endpoint {self.endpoint!r} could not be reached ({exc}); check DATABRICKS_HOST.",
+                f"Serving endpoint {self.endpoint!r} failed ({_message(exc)}); check DATABRICKS_HOST.",
                 status=502,
             ) from None
-        return cast(dict[str, Any], response.model_dump(exclude_none=True))
-
-    def predict_stream(self, request: Any) -> Iterator[dict[str, Any]]:  # Any: as for predict
-        """The answer as Responses stream events: its text (whole, once it arrives), then each item."""
-        reply = self.predict(request)
-        custom = reply.get("custom_outputs")
-        for item in reply.get("output") or []:
-            for part in item.get("content") or [] if item.get("type") == "message" else []:
-                if part.get("type") == "output_text" and part.get("text"):
-                    yield {
-                        "type": "response.output_text.delta",
-                        "item_id": item.get("id"),
-                        "delta": part["text"],
-                    }
-            yield {"type": "response.output_item.done", "item": item, "custom_outputs": custom}
 
 
 def _request_dict(request: Any) -> dict[str, Any]:

@@ -9,7 +9,8 @@ It speaks enough of the API for databricks-sdk's `WorkspaceClient().serving_endp
     DELETE /api/2.0/serving-endpoints/{name}
     GET    /api/2.0/serving-endpoints/{name}/served-models/{served}/build-logs
     POST   /serving-endpoints/{name}/invocations     a ResponsesAgent request (`input`) or `messages`
-    POST   /serving-endpoints/responses              the OpenAI Responses route (`model` = endpoint name)
+    POST   /serving-endpoints/responses              the OpenAI Responses route (`model` = endpoint name;
+                                                     `stream: true` answers with Responses SSE events)
     POST   /serving-endpoints/chat/completions       the OpenAI chat-completions route
 
 A create or an update starts a deployment: the endpoint reads `config_update: IN_PROGRESS` (and
@@ -28,15 +29,24 @@ Example:
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar, Literal
 
-from ragworks.testing.emulators._workspace import ApiError, Route, WorkspaceEmulator
+from ragworks.testing.emulators._workspace import (
+    ApiError,
+    RecordedRequest,
+    Route,
+    WorkspaceEmulator,
+    _Handler,
+)
 
 Action = Literal["create", "get", "update", "delete", "query"]
 WORKLOAD_SIZES = ("Small", "Medium", "Large")
@@ -107,6 +117,10 @@ class ServingEndpointsEmulator(WorkspaceEmulator):
         self._build_failures: deque[str] = deque()
         self._ids = itertools.count(1)
         self.enqueue(*replies)
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The workspace handler, which also streams Responses events."""
+        return type("_BoundServingHandler", (_ServingHandler,), {"owner": self})
 
     # ----------------------------------------------------------------------------------- scripting
 
@@ -269,11 +283,30 @@ class ServingEndpointsEmulator(WorkspaceEmulator):
         )
 
     def responses(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The OpenAI Responses route: `model` names the endpoint."""
+        """The OpenAI Responses route: `model` names the endpoint (a streamed request: `stream_events`)."""
         name = self._model(body)
-        if body.get("stream"):
-            raise ApiError(400, "BAD_REQUEST", "The emulator answers without streaming: send stream=false.")
         return _response(name, self._answer(body), next(self._ids))
+
+    def stream_events(self, body: dict[str, Any], authorization: str | None) -> list[dict[str, Any]]:
+        """The Responses stream of one answer (`stream: true`), or an ApiError before any event."""
+        with self._lock:
+            self.requests.append(RecordedRequest("POST", "/serving-endpoints/responses", body))
+        if authorization != f"Bearer {self.token}":
+            raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+        name = self._model(body)
+        response = _response(name, self._answer(body), next(self._ids))
+        [item] = response["output"]
+        text = item["content"][0]["text"]
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}}
+        ]
+        for n, word in enumerate(re.findall(r"\S+\s*", text)):
+            delta = {"item_id": item["id"], "output_index": 0, "content_index": 0, "delta": word}
+            events.append({"type": "response.output_text.delta", "sequence_number": n, **delta})
+        done = {"output_index": 0, "item": item, "custom_outputs": response["custom_outputs"]}
+        events.append({"type": "response.output_item.done", **done})
+        events.append({"type": "response.completed", "response": response})
+        return events
 
     def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
         """The OpenAI chat-completions route: `model` names the endpoint."""
@@ -388,3 +421,41 @@ def _completion(name: str, reply: EndpointReply, n: int) -> dict[str, Any]:
         ],
         "custom_outputs": {"sources": reply.sources},
     }
+
+
+class _ServingHandler(_Handler):
+    """The workspace handler, plus Server-Sent Events for a streamed Responses request."""
+
+    owner: ServingEndpointsEmulator
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if method == "POST" and self.path.split("?", 1)[0] == "/serving-endpoints/responses":
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and body.get("stream"):
+                self._stream(body)
+                return
+        self.rfile = io.BytesIO(raw)  # the workspace handler reads the body again
+        super()._dispatch(method)
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        try:
+            events = self.owner.stream_events(body, self.headers.get("Authorization"))
+        except ApiError as exc:
+            data = json.dumps({"error_code": exc.code, "message": exc.message}).encode()
+            self.send_response(exc.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
+        for event in events:
+            self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+            self.wfile.flush()
