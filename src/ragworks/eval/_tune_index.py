@@ -22,9 +22,6 @@ class IndexCache:
     """Builds (once) and hands out the index folder for each chunking a trial asks for."""
 
     def __init__(self, docs: Sequence[str | Path], workdir: Path) -> None:
-        missing = [str(p) for p in docs if not Path(p).exists()]
-        if missing:
-            raise ConfigError(f"--docs: {', '.join(missing)} does not exist.")
         self.docs = [Path(p) for p in docs]
         self.workdir = workdir
         self.builds = 0

@@ -28,6 +28,7 @@ from ragworks.config import AgentConfig
 from ragworks.errors import ConfigError, RagworksError
 from ragworks.eval._tune_eval import ROLE_TAG, ConfigScorer, Score
 from ragworks.eval._tune_index import IndexCache
+from ragworks.eval.judges import Judge
 from ragworks.eval.scorers import JUDGE_SCORERS, RETRIEVAL_SCORERS, SCORER_NAMES
 from ragworks.eval.suite import EvalSuite
 from ragworks.eval.tune_space import (
@@ -88,7 +89,6 @@ class TuneResult:
     output: Path | None = None
     """The best config's YAML file, when one was written."""
     index_builds: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """The trade-off table and the verdict, as printed by `ragworks tune`."""
@@ -202,62 +202,119 @@ def tune(
         ConfigError: a bad config, space, metric, holdout or docs path, before any trial runs.
         EvalError: the starting config cannot be scored.
     """
-    import mlflow
-
-    from ragworks.eval.judges import get_judge
-
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
-    start_cfg = AgentConfig.load(config)
-    loaded = EvalSuite.load(suite)
-    name = choose_metric(metric, loaded)
-    tuning, held = split_suite(loaded, holdout, seed)
-    cache = IndexCache(docs, Path(tempfile.mkdtemp(prefix="ragworks-tune-"))) if docs else None
-    specs = _resolve_space(space, start_cfg, rebuilds_index=cache is not None)
-    check_space(specs, start_cfg)
-    scorers = _scorers_for(name, tuning)
-    judge_obj = get_judge(judge, concurrency=concurrency)
-    if name in JUDGE_SCORERS:
-        from ragworks.eval.runner import check_judge
-
-        check_judge(judge_obj)
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
-    client = mlflow.MlflowClient()
-    parent = client.create_run(experiment_id, run_name=f"tune {loaded.name}", tags={ROLE_TAG: "study"})
-    scorer = ConfigScorer(
-        client=client,
-        experiment_id=experiment_id,
-        parent_id=parent.info.run_id,
-        metric=name,
-        scorers=scorers,
-        judge=judge_obj,
-        k=k,
-        concurrency=concurrency,
-    )
+    plan = _plan(config, suite, metric=metric, space=space, seed=seed, holdout=holdout, docs=docs)
+    plan_judge = _checked_judge(judge, plan.metric, concurrency=concurrency)
+    scorer = _study_scorer(plan, plan_judge, experiment=experiment, k=k, concurrency=concurrency)
+    cache = IndexCache(plan.docs, Path(tempfile.mkdtemp(prefix="ragworks-tune-"))) if plan.docs else None
     study = _Study(
         scorer=scorer,
         cache=cache,
-        start_cfg=start_cfg,
-        space=specs,
-        tuning=tuning,
+        start_cfg=plan.start,
+        space=plan.space,
+        tuning=plan.tuning,
         parts=parts,
         on_trial=on_trial,
     )
     status = "FAILED"
     try:
-        result = study.run(trials=trials, timeout=timeout, seed=seed, held=held, suite_name=loaded.name)
+        result = study.run(trials=trials, timeout=timeout, seed=seed, held=plan.held, suite_name=plan.suite)
         from ragworks.eval._tune_report import log_study, write_best_config
 
         if output is not None:
             result.output = write_best_config(Path(output), result)
-
-        log_study(client, result, judge=judge_obj.name, holdout=holdout, k=k, parts=parts)
+        log_study(scorer.client, result, judge=plan_judge.name, holdout=holdout, k=k, parts=parts)
         status = "FINISHED"
         return result
     finally:
-        client.set_terminated(parent.info.run_id, status=status)
+        scorer.client.set_terminated(scorer.parent_id, status=status)
         if cache is not None and (output is not None or status != "FINISHED"):
             shutil.rmtree(cache.workdir, ignore_errors=True)  # the best index was copied beside the output
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Plan:
+    """A study that passed every check that needs no run."""
+
+    start: AgentConfig
+    suite: str
+    metric: str
+    tuning: EvalSuite
+    held: EvalSuite | None
+    space: list[ParamSpec]
+    docs: list[Path]
+
+
+def _plan(
+    config: AgentConfig | str | Path,
+    suite: EvalSuite | str | Path,
+    *,
+    metric: str | None,
+    space: Sequence[ParamSpec] | str | Path | None,
+    seed: int,
+    holdout: float,
+    docs: Sequence[str | Path] | None,
+) -> _Plan:
+    """Load the config and suite, choose the metric, split the rows, resolve and check the space."""
+    start = AgentConfig.load(config)
+    loaded = EvalSuite.load(suite)
+    name = choose_metric(metric, loaded)
+    tuning, held = split_suite(loaded, holdout, seed)
+    doc_paths = [Path(p) for p in docs or []]
+    check_sources(start, doc_paths)
+    specs = _resolve_space(space, start, rebuilds_index=bool(doc_paths))
+    check_space(specs, start)
+    return _Plan(
+        start=start, suite=loaded.name, metric=name, tuning=tuning, held=held, space=specs, docs=doc_paths
+    )
+
+
+def check_sources(cfg: AgentConfig, docs: Sequence[Path]) -> None:
+    """Refuse documents that do not exist, and a local config with neither an index nor documents."""
+    missing = [str(p) for p in docs if not p.exists()]
+    if missing:
+        raise ConfigError(f"--docs: {', '.join(missing)} does not exist.")
+    if docs and cfg.retriever.type != "local":
+        raise ConfigError("--docs builds local indexes: set retriever.type to 'local' in the config.")
+    if not docs and cfg.retriever.type == "local":
+        from ragworks.retrieval import _store
+
+        if not _store.has_index(Path(cfg.retriever.index)):
+            raise ConfigError(
+                f"retriever.index {cfg.retriever.index} holds no index: build it with `ragworks ingest` "
+                "or pass --docs to build one per chunking."
+            )
+
+
+def _checked_judge(judge: str, metric: str, *, concurrency: int) -> Judge:
+    """The judge by name, its preflight (key, endpoint) run when the metric needs it."""
+    from ragworks.eval.judges import get_judge
+    from ragworks.eval.runner import check_judge
+
+    judge_obj = get_judge(judge, concurrency=concurrency)
+    if metric in JUDGE_SCORERS:
+        check_judge(judge_obj)
+    return judge_obj
+
+
+def _study_scorer(plan: _Plan, judge: Judge, *, experiment: str, k: int, concurrency: int) -> ConfigScorer:
+    """Open the study's run in `experiment` and the scorer that nests every scored config under it."""
+    import mlflow
+
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    client = mlflow.MlflowClient()
+    parent = client.create_run(experiment_id, run_name=f"tune {plan.suite}", tags={ROLE_TAG: "study"})
+    return ConfigScorer(
+        client=client,
+        experiment_id=experiment_id,
+        parent_id=parent.info.run_id,
+        metric=plan.metric,
+        scorers=_scorers_for(plan.metric, plan.tuning),
+        judge=judge,
+        k=k,
+        concurrency=concurrency,
+    )
 
 
 def _resolve_space(
@@ -416,4 +473,12 @@ def _best(records: Sequence[TrialRecord]) -> TrialRecord | None:
     return best
 
 
-__all__ = ["DEFAULT_EXPERIMENT", "TrialRecord", "TuneResult", "choose_metric", "split_suite", "tune"]
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "TrialRecord",
+    "TuneResult",
+    "check_sources",
+    "choose_metric",
+    "split_suite",
+    "tune",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import optuna
 import pytest
@@ -11,7 +12,7 @@ from ragworks.config import AgentConfig
 from ragworks.errors import ConfigError
 from ragworks.eval._tune_report import pareto
 from ragworks.eval.suite import EvalSuite
-from ragworks.eval.tune import choose_metric, split_suite
+from ragworks.eval.tune import check_sources, choose_metric, split_suite
 from ragworks.eval.tune_space import (
     ParamSpec,
     apply_params,
@@ -161,3 +162,12 @@ def test_the_metric_defaults_to_a_judge_free_one_and_unknown_names_are_refused()
 def test_the_pareto_front_keeps_the_points_no_other_beats_on_both() -> None:
     # (quality, latency): the second is slower and worse than the first
     assert pareto([(0.9, 10.0), (0.8, 20.0), (0.95, 30.0), (0.7, 5.0)]) == [True, False, True, True]
+
+
+def test_sources_are_checked_before_any_run(tmp_path: Path) -> None:
+    cfg = AgentConfig(retriever={"type": "local", "index": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="holds no index: build it with `ragworks ingest` or pass --docs"):
+        check_sources(cfg, [])
+    with pytest.raises(ConfigError, match="nowhere does not exist"):
+        check_sources(cfg, [tmp_path / "nowhere"])
+    check_sources(cfg, [tmp_path])  # documents to index: no index needed yet
