@@ -66,7 +66,7 @@ def pareto(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 
 def trade_off_table(result: TuneResult) -> str:
-    """The trade-off of every scored config as a Markdown table (best first by quality)."""
+    """The trade-off of every scored config as a Markdown table: the starting config, then each trial."""
     lines = _lines(result)
     scored = [ln for ln in lines if ln.score is not None]
     front = dict(
