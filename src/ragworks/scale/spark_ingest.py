@@ -61,6 +61,8 @@ class SparkIngestReport(IngestReport):
     """Chunks the executors embedded (each once; zero for unchanged files)."""
     documents: int = 0
     merge_metrics: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: `executors` (read, chunk, embed, stage), `report`, `write`."""
 
     def summary(self) -> str:
         """A short human-readable summary."""
@@ -139,15 +141,19 @@ def spark_ingest(
     body = partial(
         chunk_partition, params=params, known=spark.sparkContext.broadcast(known), embedded=embedded
     )
+    mark = time.perf_counter()
     with _staged(spark, docs.mapInPandas(body, OUTPUT_SCHEMA), store, staging) as staged:
         report.embeddings_computed = int(embedded.value)
+        report.phases["executors"], mark = time.perf_counter() - mark, time.perf_counter()
         fresh = _fill_report(report, staged.frame, known, _sources.folder_roots(names) if prune else [])
+        report.phases["report"], mark = time.perf_counter() - mark, time.perf_counter()
         if not (report.added or report.replaced or report.unchanged):
             raise ConfigError(_nothing_to_ingest(list(sources), report))
         if report.changed:
             stale = sorted(set(store.ids_of([*report.replaced, *report.removed])) - fresh)
             report.merge_metrics = _write(spark, store, staged, stale, spec, exists=existed)
             report.table_version = store.version()
+        report.phases["write"] = time.perf_counter() - mark
     report.chunks_total = store.count()
     report.seconds = time.perf_counter() - started
     return report
