@@ -15,7 +15,7 @@ from langchain_core.messages import SystemMessage
 from mlflow.entities import Trace
 from typer.testing import CliRunner
 
-from ragworks.agents import builder
+from ragworks.agents import builder, prompt_registry
 from ragworks.agents.builder import build_agent
 from ragworks.agents.prompts import NOT_FOUND
 from ragworks.cli import app
@@ -40,7 +40,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (tmp / "v1.txt").write_text(V1, encoding="utf-8")
     (tmp / "v2.txt").write_text(V2, encoding="utf-8")
     runner = CliRunner()
-    first = runner.invoke(app, ["prompts", "push", str(tmp / "v1.txt"), "--name", "support", "--alias", "prod"])
+    push = ["prompts", "push", str(tmp / "v1.txt"), "--name", "support", "--alias", "prod"]
+    first = runner.invoke(app, push)
     assert first.exit_code == 0, first.output
     assert first.stdout.split() == ["prompts:/support/1", "prompts:/support@prod"]
     second = runner.invoke(app, ["prompts", "push", str(tmp / "v2.txt"), "-n", "support", "-m", "shorter"])
@@ -88,7 +89,8 @@ def test_agent_answers_with_the_version_and_the_trace_links_it(
     agent.predict(QUESTION)
     system = model.history[0][0]
     assert isinstance(system, SystemMessage)
-    assert system.content == f"You answer questions about ragworks for docs-bot. When unsure, say: {NOT_FOUND}"
+    expected = f"You answer questions about ragworks for docs-bot. When unsure, say: {NOT_FOUND}"
+    assert system.content == expected
     assert _linked(_last_trace().info.tags) == [("support", "1")]
 
 
@@ -109,6 +111,26 @@ def test_an_alias_is_pinned_when_the_agent_is_built(
         assert _linked(_last_trace().info.tags) == [("support", "2")]
     finally:
         mlflow.genai.set_prompt_alias("support", alias="prod", version=1)
+
+
+def test_a_failed_link_never_fails_the_request(
+    store: Path, docs_index: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _scripted(monkeypatch, "One [1].", "Two [1].")
+    agent = build_agent(_config(docs_index, "prompts:/support/1"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(mlflow.genai, "load_prompt", broken)
+    monkeypatch.setitem(prompt_registry._link_failed, "logged", False)
+    with caplog.at_level("WARNING", logger=prompt_registry.__name__):
+        answers = [agent.predict(QUESTION).output[-1].content[0]["text"] for _ in range(2)]
+    assert answers == ["One [1].", "Two [1]."]
+    assert model.history[1][0].content == model.history[0][0].content  # the pinned text, unchanged
+    assert [r.getMessage() for r in caplog.records].count(
+        "Could not link prompt support/1 to the trace: registry went away"
+    ) == 1
 
 
 def test_logged_model_is_linked_to_the_pinned_version(store: Path, docs_index: str) -> None:
@@ -138,7 +160,8 @@ def test_an_unknown_prompt_version_or_alias_is_a_clear_error(
 
 def test_a_variable_ragworks_does_not_provide_is_refused(store: Path, docs_index: str) -> None:
     mlflow.genai.register_prompt("needs-audience", "Write for {{audience}}. {{not_found}}")
-    with pytest.raises(ConfigError, match=r"expects \{\{audience\}\}, which ragworks does not provide") as caught:
+    says = r"expects \{\{audience\}\}, which ragworks does not provide"
+    with pytest.raises(ConfigError, match=says) as caught:
         build_agent(_config(docs_index, "prompts:/needs-audience/1"))
     assert "{{not_found}}" in str(caught.value)  # the variables it may use are listed
 
@@ -151,7 +174,7 @@ def test_a_registry_that_cannot_be_reached_is_a_clear_error(
     original = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # the discard port: nothing listens
     try:
-        with pytest.raises(ConfigError, match="prompt registry at http://127.0.0.1:9 failed"):
+        with pytest.raises(ConfigError, match=r"prompt registry at http://127\.0\.0\.1:9 failed"):
             build_agent(_config(docs_index, "prompts:/support/7"))
     finally:
         mlflow.set_tracking_uri(original)
@@ -160,9 +183,8 @@ def test_a_registry_that_cannot_be_reached_is_a_clear_error(
 @pytest.mark.slow  # an eval run: about a minute on a loaded machine
 def test_eval_records_the_prompt_version_it_ran(store: Path, docs_index: str) -> None:
     suite = store / "suite.yaml"
-    suite.write_text(
-        yaml.safe_dump({"name": "prompt-compare", "rows": [{"inputs": {"question": "How is the index stored?"}}]})
-    )
+    rows = [{"inputs": {"question": "How is the index stored?"}}]
+    suite.write_text(yaml.safe_dump({"name": "prompt-compare", "rows": rows}))
     config = store / "agent.yaml"
     config.write_text(yaml.safe_dump(_config(docs_index, "prompts:/support/1")))
     args = ["eval", str(suite), "--config", str(config), "--scorer", "faithfulness", "--allow-errors"]
