@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,6 +160,7 @@ def test_a_call_is_bounded_by_the_request_deadline(stdio_tools: dict[str, BaseTo
     assert stdio_tools["add"].invoke({"a": 1, "b": 1}) == "2"  # the session is still usable
 
 
+@pytest.mark.slow  # starts a server process of its own
 def test_a_server_that_dies_is_reconnected_by_the_next_call() -> None:
     tools = MCPClients({"demo": MCPServerConfig(**STDIO)}).load(["mcp:demo/pid"])["mcp:demo/pid"]
     (pid_tool,) = tools
@@ -175,6 +177,7 @@ def test_a_server_that_dies_is_reconnected_by_the_next_call() -> None:
         close_mcp_tools(tools)
 
 
+@pytest.mark.slow  # starts a server process of its own
 def test_closing_ends_a_stdio_server_process() -> None:
     tools = MCPClients({"demo": MCPServerConfig(**STDIO)}).load(["mcp:demo/pid"])["mcp:demo/pid"]
     pid = int(tools[0].invoke({}))
@@ -253,6 +256,7 @@ def test_http_headers_come_from_the_environment_and_stay_out_of_the_trace(
         close_mcp_tools(tools)
 
 
+@pytest.mark.slow  # starts a server process of its own
 def test_a_databricks_managed_server_uses_the_workspace_url_and_auth(
     http_port: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -271,3 +275,25 @@ def test_a_databricks_managed_server_uses_the_workspace_url_and_auth(
     refused = r"MCP server 'genie' \(Databricks managed MCP server genie/space1\) .*HTTP 401"
     with pytest.raises(ConfigError, match=refused):
         MCPClients(servers).load(["mcp:genie"])
+
+
+@pytest.mark.parametrize("command", [["chat", "What is 2 + 2?"], ["serve", "--port", "{port}"]])
+def test_a_dead_server_stops_chat_and_serve_with_one_error_line(
+    command: list[str], docs_index: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from ragworks.cli import app
+
+    dead = {"command": [sys.executable, "-c", "import sys; sys.exit(3)"], "startup_timeout_s": 20}
+    config = tmp_path / "agent.yaml"
+    _config({"broken": dead}, ["mcp:broken"], docs_index).to_yaml(config)
+    with socket.socket() as sock:  # a free port, for serve
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    args = [arg.replace("{port}", port) for arg in command]
+    result = CliRunner().invoke(app, [*args, "--config", str(config)])
+    assert result.exit_code == 1
+    assert result.output.count("MCP server 'broken'") == 1
+    assert "could not be started" in result.output
+    assert "Traceback" not in result.output

@@ -4,12 +4,18 @@
 config keeps the `${VAR}` text, so no secret is stored in it, in a logged model, or in a trace. A
 Databricks managed MCP server (`databricks: genie/<space_id>`) becomes the workspace URL
 `<host>/api/2.0/mcp/genie/<space_id>` with databricks-sdk's unified auth on every request.
+
+`open_session` opens HTTP sessions through the adapters' `create_session`, and stdio sessions on the
+`mcp` client directly, with the server's output relayed, so that a server process that exits is
+noticed at once (`on_closed`) instead of at the next call's timeout.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Mapping
+import shlex
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -61,7 +67,7 @@ def _expanded(values: Mapping[str, str], *, server: str, field: str) -> dict[str
 def describe(config: MCPServerConfig) -> str:
     """Where the server is, for messages and logs (no header or env values)."""
     if config.command:
-        return "command " + " ".join([*_command(config)])
+        return "command " + shlex.join(_command(config))
     if config.databricks:
         return f"Databricks managed MCP server {config.databricks}"
     return f"{config.transport or 'streamable_http'} {config.url}"
@@ -142,3 +148,39 @@ class WorkspaceAuth(httpx.Auth):
         """Add the workspace's auth headers, then send."""
         request.headers.update(self._workspace.authenticate())
         yield request
+
+
+@asynccontextmanager
+async def open_session(conn: dict[str, Any], *, on_closed: Callable[[], None]) -> AsyncIterator[Any]:
+    """An open `mcp.ClientSession` for a connection (Any: the mcp extra is optional), not yet initialized.
+
+    `on_closed` is called when a stdio server's output ends (the process exited): calls waiting for an
+    answer then fail at once, as the session's read stream closes.
+    """
+    if conn["transport"] != "stdio":
+        from langchain_mcp_adapters.sessions import create_session
+
+        async with create_session(conn) as session:  # type: ignore[arg-type]
+            yield session
+        return
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    params = StdioServerParameters(
+        command=conn["command"], args=conn["args"], env=conn["env"], cwd=conn["cwd"]
+    )
+    async with stdio_client(params) as (read, write):
+        relay_send, relay_read = anyio.create_memory_object_stream[Any](0)
+
+        async def relay() -> None:
+            async with relay_send:
+                async for message in read:
+                    await relay_send.send(message)
+            on_closed()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(relay)
+            async with ClientSession(relay_read, write, **conn["session_kwargs"]) as session:
+                yield session
+            group.cancel_scope.cancel()

@@ -40,7 +40,7 @@ from ragworks.agents import deadline
 from ragworks.config import MCPServerConfig
 from ragworks.errors import ConfigError, ToolError
 from ragworks.tools._loop import BackgroundLoop, background_loop
-from ragworks.tools._mcp_connect import connection, describe
+from ragworks.tools._mcp_connect import connection, describe, open_session
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +150,12 @@ class MCPServerSession:
 
     async def _hold(self, conn: dict[str, Any], ready: _Ready) -> None:
         """Open the session, hand over its tools, and keep it open until the stop event is set."""
-        from langchain_mcp_adapters.sessions import create_session
         from langchain_mcp_adapters.tools import load_mcp_tools
 
         stop = asyncio.Event()
         try:
             # entered and left in this one task, as the transports' anyio task groups require
-            async with create_session(conn) as session:  # type: ignore[arg-type]
+            async with open_session(conn, on_closed=self._lost) as session:
                 await session.initialize()
                 tools = await load_mcp_tools(session, server_name=self.name, handle_tool_errors=False)
                 ready.set_result((stop, tools))
@@ -169,6 +168,12 @@ class MCPServerSession:
                 self._broken = True
             if not isinstance(exc, Exception):
                 raise
+
+    def _lost(self) -> None:
+        """The server went away (its process exited): the next call reopens the session."""
+        if not self.closed:
+            logger.warning("MCP server %s: the server closed the session", self.name)
+            self._broken = True
 
     def call(self, tool_name: str, args: dict[str, Any]) -> str:
         """Call a tool of this server and return its text; every failure is a ToolError for the model."""
@@ -243,10 +248,22 @@ def _call_timeout(configured: float) -> float:
     return min(configured, left)
 
 
+_KNOCK_ON = frozenset({"CancelledError", "ClosedResourceError", "BrokenResourceError", "EndOfStream"})
+"""Errors that follow from another one in a task group (a stream closed because its task failed)."""
+
+
 def _leaf(exc: BaseException) -> BaseException:
-    while getattr(exc, "exceptions", None):  # an (anyio) exception group: its first error
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
-    return exc
+    """The error that caused an (anyio) exception group: its first leaf that is not a knock-on error."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        nested = getattr(current, "exceptions", None)
+        if nested:
+            pending = [*nested, *pending]
+        else:
+            leaves.append(current)
+    return next((e for e in leaves if type(e).__name__ not in _KNOCK_ON), leaves[0] if leaves else exc)
 
 
 def _reason(exc: BaseException) -> str:
@@ -256,19 +273,31 @@ def _reason(exc: BaseException) -> str:
     status = getattr(response, "status_code", None)
     if isinstance(status, int):  # an HTTP error: the status says it all (no URL query, no advice links)
         return f"HTTP {status} {getattr(response, 'reason_phrase', '')}".rstrip()
+    if _is_mcp_error(leaf) and _closed(leaf):
+        return "the connection closed before an answer (the server process exited, or the server hung up)"
     text = str(leaf).strip().splitlines()
     return f"{type(leaf).__name__}: {text[0]}" if text else type(leaf).__name__
 
 
 def _connection_lost(exc: BaseException) -> bool:
     """Whether a call failed because the session is gone (then the next call reconnects)."""
+    leaf = _leaf(exc)
+    if _is_mcp_error(leaf):
+        return _closed(leaf)
+    return True  # transport errors: closed streams, broken pipes, dropped HTTP connections
+
+
+def _is_mcp_error(exc: BaseException) -> bool:
     from mcp.shared.exceptions import McpError
+
+    return isinstance(exc, McpError)
+
+
+def _closed(exc: BaseException) -> bool:
+    """An McpError saying the connection closed (a JSON-RPC error would leave the session usable)."""
     from mcp.types import CONNECTION_CLOSED
 
-    leaf = _leaf(exc)
-    if isinstance(leaf, McpError):
-        return leaf.error.code == CONNECTION_CLOSED
-    return True  # transport errors: closed streams, broken pipes, dropped HTTP connections
+    return getattr(getattr(exc, "error", None), "code", None) == CONNECTION_CLOSED
 
 
 def content_text(content: Any) -> str:
