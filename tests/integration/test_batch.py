@@ -112,13 +112,18 @@ def test_500_questions_answer_alike_locally_and_on_spark(
         print(f"spark {rows_per_s(on_spark.output)} rows/s")
 
 
-@pytest.mark.slow
-def test_a_logged_model_answers_on_spark_as_locally_with_traces(
-    spark: Any, agent_yaml: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def model_uri(agent_yaml: Path) -> str:
+    """The offline agent, logged once for the module."""
     from ragworks.agents.logged_model import log_agent
 
-    info = log_agent(agent_yaml)
+    return log_agent(agent_yaml).model_uri
+
+
+@pytest.mark.slow
+def test_a_logged_model_answers_on_spark_as_locally_with_traces(
+    spark: Any, model_uri: str, tmp_path: Path
+) -> None:
     questions = shipped_questions(20)
     source = tmp_path / "q.csv"  # no id column: the row number is the id
     pd.DataFrame({"text": questions}).to_csv(source, index=False)
@@ -126,7 +131,7 @@ def test_a_logged_model_answers_on_spark_as_locally_with_traces(
         "batch",
         source,
         "--model-uri",
-        info.model_uri,
+        model_uri,
         "--question-column",
         "text",
         "-o",
@@ -137,7 +142,7 @@ def test_a_logged_model_answers_on_spark_as_locally_with_traces(
         "batch",
         source,
         "--model-uri",
-        info.model_uri,
+        model_uri,
         "--question-column",
         "text",
         "--spark",
@@ -149,11 +154,29 @@ def test_a_logged_model_answers_on_spark_as_locally_with_traces(
     b = pd.read_parquet(tmp_path / "answers")
     assert list(a["id"]) == list(b["id"]) == list(range(20))
     assert list(a["answer"]) == list(b["answer"]) and b["error"].isna().all()
+    assert a["trace_id"].notna().all() and a["trace_id"].nunique() == 20  # local: one trace per row
     assert b["trace_id"].notna().all() and b["trace_id"].nunique() == 20
     for i in (0, 7, 19):  # the executors' traces reached the tracking store, one per row
         trace = mlflow.get_trace(b["trace_id"][i])
         assert trace is not None and trace.info.state == "OK"
         assert questions[i] in json.dumps(trace.data.request)
+
+
+@pytest.mark.slow
+def test_spark_udf_still_cannot_run_a_responses_agent(spark: Any, model_uri: str) -> None:
+    """Why `batch --spark --model-uri` loads the model per executor instead of using spark_udf.
+
+    MLflow's ResponsesAgent pyfunc answers only a DataFrame's first row and returns one response
+    dict, which spark_udf cannot frame. When this test fails, spark_udf can run the agent.
+    """
+    from pyspark.sql import functions as F
+
+    questions = spark.createDataFrame([("How is the index stored?",), ("What is BM25?",)], "question string")
+    message = F.struct(F.lit("user").alias("role"), F.col("question").alias("content"))
+    requests = questions.withColumn("input", F.array(message))
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="string")
+    with pytest.raises(Exception, match="same length"):
+        requests.withColumn("answer", udf(F.struct("input"))).collect()
 
 
 @pytest.fixture
@@ -212,9 +235,7 @@ def test_a_failing_row_on_spark_keeps_every_row(
 ) -> None:
     source = write_jsonl(tmp_path / "q.jsonl", [{"id": f"r{i}", "question": q} for i, q in enumerate(_MIXED)])
     config = _stub_config(agent_yaml, tmp_path)
-    result = invoke(
-        "batch", source, "--config", config, "--spark", "-o", tmp_path / "out", "--no-trace"
-    )
+    result = invoke("batch", source, "--config", config, "--spark", "-o", tmp_path / "out", "--no-trace")
     assert result.exit_code == 1 and "3 of 5 rows failed" in result.output, result.output
     assert len(refusing_stub.requests) == 4  # each question asked once (the empty one never)
     out = pd.read_parquet(tmp_path / "out")  # a folder of Parquet files
