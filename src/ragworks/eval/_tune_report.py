@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
-    from ragworks.eval.tune import TuneResult
+    from ragworks.eval._tune_study import TuneResult
 
 _VALUE_CHARS = 60
 
