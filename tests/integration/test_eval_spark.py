@@ -179,3 +179,61 @@ def test_spark_without_java_is_one_line(
     assert len(lines) == 1 and lines[0].startswith("Error: Could not start Spark on 'local[2]'")
     assert "Java runtime" in lines[0]
     assert mlflow.search_runs(experiment_ids=["0"]).empty
+
+
+@pytest.mark.slow  # two eval runs, one on Spark
+def test_an_llm_judge_runs_on_the_driver_with_its_cache_and_retries(
+    spark: Any, agent_config: Path, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.eval._llm_judge import LLMJudge, make_client
+    from ragworks.eval.runner import run_suite
+    from ragworks.testing.emulators.openai_stub import OpenAIStub, StubReply
+
+    calls: list[str] = []
+    flaky = {"left": 2}
+
+    def reply(body: dict[str, Any]) -> StubReply:
+        calls.append(body["messages"][-1]["content"])
+        if flaky["left"] > 0:  # the first calls fail once each: the judge's retries take them
+            flaky["left"] -= 1
+            return StubReply(status=429)
+        return StubReply(content=json.dumps({"rating": 5, "rationale": "it answers"}))
+
+    def judge(cache: Path) -> LLMJudge:
+        client = make_client("openai", "judge-model", cache=cache, concurrency=4, timeout=5, max_attempts=3)
+        client.backoff = 0.01
+        return LLMJudge(client, name="openai:judge-model")
+
+    with OpenAIStub(responder=reply) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        runs = {}
+        for mode in ("local", "spark"):
+            flaky["left"] = 2
+            runs[mode] = run_suite(
+                agent_config,
+                example_suite_path(),
+                scorers=["answer_relevance", "mrr"],
+                judge=judge(tmp_path / f"{mode}.sqlite"),
+                k=3,
+                spark=mode == "spark",
+            )
+        again = run_suite(
+            agent_config,
+            example_suite_path(),
+            scorers=["answer_relevance"],
+            judge=judge(tmp_path / "spark.sqlite"),
+            k=3,
+            spark=True,
+        )
+    local, on_spark = runs["local"], runs["spark"]
+    assert on_spark.passed, on_spark.summary()
+    for name in ("answer_relevance", "mrr"):
+        assert on_spark.metrics[name].mean == pytest.approx(local.metrics[name].mean)
+        assert on_spark.metrics[name].n == local.metrics[name].n
+    # The same judge calls from the driver's pool, the two 429s retried, then all from the cache.
+    assert on_spark.judge_stats == local.judge_stats
+    assert on_spark.judge_stats["retries"] == 2 and on_spark.judge_stats["failures"] == 0
+    answered = on_spark.judge_stats["calls"] - 2
+    assert answered > 0 and len(calls) == 2 * (answered + 2)
+    assert again.judge_stats["cache_hits"] == answered and again.judge_stats["calls"] == 0
