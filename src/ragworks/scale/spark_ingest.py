@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragworks.embeddings import get_embedder, resolve_embedder_name
-from ragworks.errors import ConfigError
+from ragworks.errors import ConfigError, RagworksError
 from ragworks.retrieval.ingest import IngestReport, _nothing_to_ingest, _under_folders, make_splitter
 from ragworks.scale import _sources
 from ragworks.scale._delta_spark import SparkDeltaTable, delta_available
@@ -196,16 +197,38 @@ def _staged(
 ) -> Iterator[_Staged]:
     """Run the executors' job once and keep its output for the report and the write."""
     if isinstance(store, SparkDeltaTable):
-        yield _Staged(frame=result.localCheckpoint(eager=True), folder=None)
+        with _job_errors():
+            checkpoint = result.localCheckpoint(eager=True)
+        yield _Staged(frame=checkpoint, folder=None)
         return
-    owned = staging is None
-    folder = Path(tempfile.mkdtemp(prefix="ragworks-staging-")) if staging is None else Path(staging)
+    if staging is not None:
+        Path(staging).mkdir(parents=True, exist_ok=True)
+    # A folder of this run's own, inside `staging` when given, removed afterwards either way.
+    folder = Path(tempfile.mkdtemp(prefix="ragworks-staging-", dir=staging)).resolve()
     try:
-        result.write.mode("overwrite").parquet(folder.resolve().as_uri())
-        yield _Staged(frame=spark.read.parquet(folder.resolve().as_uri()), folder=folder)
+        with _job_errors():
+            result.write.mode("overwrite").parquet((folder / "chunks").as_uri())
+        yield _Staged(frame=spark.read.parquet((folder / "chunks").as_uri()), folder=folder / "chunks")
     finally:
-        if owned:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _job_errors() -> Iterator[None]:
+    """A failed executors' job as one line: the Python error the executor raised, not the JVM trace."""
+    try:
+        yield
+    except Exception as exc:  # py4j's Py4JJavaError, or pyspark's PythonException, with long traces
+        lines = [ln.strip() for ln in str(exc).splitlines() if _ERROR_LINE.match(ln.strip())]
+        raise RagworksError(f"The Spark job failed: {lines[-1] if lines else _first(exc)}") from exc
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception): ")
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _fill_report(

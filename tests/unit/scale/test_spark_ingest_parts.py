@@ -101,3 +101,20 @@ def test_the_embedder_is_recorded_on_the_embedding_column() -> None:
     meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
     assert spec_from_metadata(meta) == EmbedderSpec(name="minilm", dim=384)
     assert spec_from_metadata({}) is None
+
+
+def test_a_failed_spark_job_is_one_line_naming_the_executors_error() -> None:
+    from ragworks.errors import RagworksError
+    from ragworks.scale.spark_ingest import _job_errors
+
+    trace = (
+        "An error occurred while calling o123.parquet.\n: org.apache.spark.SparkException: Job aborted.\n"
+        'Traceback (most recent call last):\n  File "worker.py", line 1\n'
+        "ragworks.errors.ConfigError: The 'minilm' embedder needs the dense extra\n\tat org.apache.spark.X"
+    )
+    with pytest.raises(RagworksError) as caught, _job_errors():
+        raise RuntimeError(trace)
+    assert (
+        str(caught.value)
+        == "The Spark job failed: ragworks.errors.ConfigError: The 'minilm' embedder needs the dense extra"
+    )
