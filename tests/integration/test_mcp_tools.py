@@ -60,19 +60,23 @@ def stdio_tools() -> Iterator[dict[str, BaseTool]]:
     close_mcp_tools(tools)
 
 
+def _http_server(*args: str) -> tuple[subprocess.Popen[str], int]:
+    """Start the demo server over streamable HTTP; its process and port."""
+    env = {**os.environ, "DEMO_EXPECTED_AUTH": f"Bearer {SECRET}"}
+    command = [sys.executable, SERVER, "http", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the server prints its port once it listens
+    assert line.startswith("PORT "), f"the demo server did not start: {line!r}"
+    return process, int(line.split()[1])
+
+
 @pytest.fixture(scope="module")
 def http_port() -> Iterator[int]:
     """The demo server over streamable HTTP, requiring `Authorization: Bearer <SECRET>`."""
-    env = {**os.environ, "DEMO_EXPECTED_AUTH": f"Bearer {SECRET}"}
-    args = ["http", "--path", MCP_PATH, "--require-header", "Authorization=DEMO_EXPECTED_AUTH"]
-    process = subprocess.Popen(
-        [sys.executable, SERVER, *args], stdout=subprocess.PIPE, text=True, env=env
-    )
+    process, port = _http_server("--path", MCP_PATH, "--require-header", "Authorization=DEMO_EXPECTED_AUTH")
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # the server prints its port once it listens
-        assert line.startswith("PORT "), f"the demo server did not start: {line!r}"
-        yield int(line.split()[1])
+        yield port
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -173,6 +177,23 @@ def test_a_server_that_dies_is_reconnected_by_the_next_call() -> None:
                 time.sleep(0.1)
         second = int(pid_tool.invoke({}))
         assert second != first
+    finally:
+        close_mcp_tools(tools)
+
+
+@pytest.mark.slow  # starts a server process of its own
+def test_a_call_to_an_http_server_that_went_away_fails_at_once() -> None:
+    process, port = _http_server()
+    servers = {"web": MCPServerConfig(url=f"http://127.0.0.1:{port}/mcp", timeout_s=30)}
+    tools = MCPClients(servers).load(["mcp:web/add"])["mcp:web/add"]
+    try:
+        assert tools[0].invoke({"a": 1, "b": 2}) == "3"
+        process.kill()
+        process.wait(timeout=10)
+        started = time.monotonic()
+        with pytest.raises(ToolError, match="MCP server 'web'"):
+            tools[0].invoke({"a": 1, "b": 2})
+        assert time.monotonic() - started < 10  # not the 30 s call timeout
     finally:
         close_mcp_tools(tools)
 

@@ -110,6 +110,8 @@ class MCPServerSession:
         self._stop: asyncio.Event | None = None
         self._task: concurrent.futures.Future[None] | None = None
         self._broken = False
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
+        """Calls waiting for an answer; failed at once when the session ends."""
         self.closed = False
         with _OPEN_LOCK:
             _OPEN.add(self)
@@ -165,23 +167,29 @@ class MCPServerSession:
                 ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError(_reason(exc)))
             elif not stop.is_set():
                 logger.warning("MCP server %s: the session ended (%s)", self.name, _reason(exc))
-                self._broken = True
+                self._lost()
             if not isinstance(exc, Exception):
                 raise
 
     def _lost(self) -> None:
         """The server went away (its process exited): the next call reopens the session."""
         if not self.closed:
-            logger.warning("MCP server %s: the server closed the session", self.name)
             self._broken = True
+            for waiting in list(self._inflight):  # their answers will never come
+                waiting.cancel()
 
     def call(self, tool_name: str, args: dict[str, Any]) -> str:
         """Call a tool of this server and return its text; every failure is a ToolError for the model."""
         tool = self._open_tool(tool_name)
         timeout = _call_timeout(self.config.timeout_s)
+        future = self._loop.submit(tool.ainvoke(args))
+        self._inflight.add(future)
         try:
-            content = self._loop.run(tool.ainvoke(args), timeout=timeout)
-        except TimeoutError:
+            content = future.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise ToolError(f"the MCP server {self.name!r} went away during the call; try again") from None
+        except concurrent.futures.TimeoutError:
+            future.cancel()
             raise ToolError(
                 f"the MCP server {self.name!r} did not answer within {timeout:.1f} s; try a smaller request"
             ) from None
@@ -192,6 +200,8 @@ class MCPServerSession:
                 self._broken = True
                 raise ToolError(f"the MCP server {self.name!r} is unreachable ({_reason(exc)})") from exc
             raise ToolError(f"the MCP server {self.name!r} refused the call ({_reason(exc)})") from exc
+        finally:
+            self._inflight.discard(future)
         return content_text(content)
 
     def _open_tool(self, tool_name: str) -> BaseTool:
