@@ -15,7 +15,7 @@ from langchain_core.messages import SystemMessage
 from mlflow.entities import Trace
 from typer.testing import CliRunner
 
-from ragworks.agents import builder, prompt_registry
+from ragworks.agents import _prompt_link, builder, prompt_registry
 from ragworks.agents.builder import build_agent
 from ragworks.agents.prompts import NOT_FOUND
 from ragworks.cli import app
@@ -113,17 +113,31 @@ def test_an_alias_is_pinned_when_the_agent_is_built(
         mlflow.genai.set_prompt_alias("support", alias="prod", version=1)
 
 
+def test_the_trace_prompt_hook_is_there_on_supported_mlflow() -> None:
+    assert _prompt_link.AVAILABLE  # else every request falls back to load_prompt (a run write in evals)
+
+
+def test_without_the_hook_load_prompt_links_the_trace(
+    store: Path, docs_index: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scripted(monkeypatch, "Linked [1].")
+    agent = build_agent(_config(docs_index, "prompts:/support/2"))
+    monkeypatch.setattr(_prompt_link, "AVAILABLE", False)
+    agent.predict(QUESTION)
+    assert _linked(_last_trace().info.tags) == [("support", "2")]
+
+
 def test_a_failed_link_never_fails_the_request(
     store: Path, docs_index: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = _scripted(monkeypatch, "One [1].", "Two [1].")
     agent = build_agent(_config(docs_index, "prompts:/support/1"))
 
-    def broken(*args: object, **kwargs: object) -> None:
+    def broken(*args: object, **kwargs: object) -> bool:
         raise RuntimeError("registry went away")
 
-    monkeypatch.setattr(mlflow.genai, "load_prompt", broken)
-    monkeypatch.setitem(prompt_registry._link_failed, "logged", False)
+    monkeypatch.setattr(_prompt_link, "link", broken)
+    monkeypatch.setattr(prompt_registry, "_logged", set())
     with caplog.at_level("WARNING", logger=prompt_registry.__name__):
         answers = [agent.predict(QUESTION).output[-1].content[0]["text"] for _ in range(2)]
     assert answers == ["One [1].", "Two [1]."]

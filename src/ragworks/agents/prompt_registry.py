@@ -2,9 +2,9 @@
 
 The prompt is loaded once, when the agent is built (`resolve_system_prompt`), and pinned to the version
 it resolved to: an alias that moves later changes a newly built agent, never a running one. Each
-request then loads the pinned version again inside its trace (`link_to_trace`, from MLflow's cache),
-which is how MLflow links a prompt version to a trace (and, in an eval run, to the run); a logged
-agent lists the same version in `mlflow.pyfunc.log_model(prompts=...)` (`pinned_prompt_uris`).
+request's trace is linked to the pinned version (`link_to_trace`), as `load_prompt` inside a trace
+links it; an eval run is linked once, when it starts; a logged agent lists the same version in
+`mlflow.pyfunc.log_model(prompts=...)` (`pinned_prompt_uris`).
 
 A template may use the variables in `PROMPT_VARIABLES` (`{{not_found}}`, `{{search_tool}}`,
 `{{agent_name}}`); one that expects any other is refused when the agent is built.
@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ragworks.agents import _prompt_link
 from ragworks.agents.prompts import NOT_FOUND
 from ragworks.config import AgentConfig
 from ragworks.errors import ConfigError
@@ -36,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "prompts:/"
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
-_link_failed = {"logged": False}
+_logged: set[str] = set()
+"""The kinds of linking trouble already logged (each is logged once per process)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,26 +145,33 @@ def render(version: PromptVersion, *, uri: str, variables: Mapping[str, str]) ->
 
 
 def link_to_trace(versions: Sequence[PromptVersion]) -> None:
-    """Link pinned prompt versions to the active trace (and run), as MLflow does when one is loaded in it.
+    """Link pinned prompt versions to the active trace, as MLflow does when one is loaded inside it.
 
-    The version was loaded when the agent was built, so this reads MLflow's prompt cache. A failure
-    to link never fails the request; it is logged once.
+    Through MLflow's trace manager (`agents._prompt_link`), else `mlflow.genai.load_prompt` from its
+    cache. A failure to link never fails the request; it is logged once.
     """
     if not versions:
         return
     import mlflow
 
-    if mlflow.get_current_active_span() is None:
+    trace_id = mlflow.get_active_trace_id()
+    if trace_id is None:
         return
-    for version in versions:
-        try:
+    try:
+        if _prompt_link.link(trace_id, versions):
+            return
+        _log_once("fallback", "This MLflow has no trace prompt hook; prompts are linked with load_prompt.")
+        for version in versions:
             mlflow.genai.load_prompt(f"{PREFIX}{version.name}/{version.version}", link_to_model=False)
-        except Exception as exc:  # linking is bookkeeping; the answer must not depend on it
-            if not _link_failed["logged"]:
-                _link_failed["logged"] = True
-                logger.warning(
-                    "Could not link prompt %s/%s to the trace: %s", version.name, version.version, exc
-                )
+    except Exception as exc:  # linking is bookkeeping; the answer must not depend on it
+        names = ", ".join(f"{v.name}/{v.version}" for v in versions)
+        _log_once("failed", f"Could not link prompt {names} to the trace: {exc}")
+
+
+def _log_once(kind: str, message: str) -> None:
+    if kind not in _logged:
+        _logged.add(kind)
+        logger.warning("%s", message)
 
 
 def pinned_prompt_uris(cfg: AgentConfig) -> list[str]:
