@@ -237,3 +237,41 @@ def test_an_llm_judge_runs_on_the_driver_with_its_cache_and_retries(
     answered = on_spark.judge_stats["calls"] - 2
     assert answered > 0 and len(calls) == 2 * (answered + 2)
     assert again.judge_stats["cache_hits"] == answered and again.judge_stats["calls"] == 0
+
+
+CONVERSATION_SUITE = """name: conversations
+rows:
+  - inputs: What is ragworks?
+    expectations: {expected_doc_ids: [overview.md]}
+  - id: setup-chat
+    turns:
+      - question: My index lives in ./data/idx. How do I build it?
+        expected_doc_ids: [indexing.md]
+      - question: How do I serve an agent over it?
+        expected_doc_ids: [serving.md]
+      - question: Where does my index live again?
+        expected_facts: ["./data/idx"]
+"""
+
+
+@pytest.mark.slow  # two eval runs, one on Spark
+def test_conversation_turns_play_in_order_on_spark(
+    spark: Any, agent_config: Path, tracking: str, tmp_path: Path
+) -> None:
+    from ragworks.eval.runner import run_suite
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(CONVERSATION_SUITE, encoding="utf-8")
+    local = run_suite(agent_config, suite, judge="offline:lexical", k=3)
+    on_spark = run_suite(agent_config, suite, judge="offline:lexical", k=3, spark=True)
+    # Each turn saw the same history (the earlier answers), so answers and every metric agree,
+    # the per-turn and conversation metrics included.
+    assert list(on_spark.table["answer"]) == list(local.table["answer"])
+    assert "conversation_consistency" in on_spark.metrics
+    local_metrics = mlflow.MlflowClient().get_run(local.run_id).data.metrics
+    spark_metrics = mlflow.MlflowClient().get_run(on_spark.run_id).data.metrics
+    assert set(spark_metrics) == set(local_metrics)
+    assert any(name.startswith("turn_3/") for name in spark_metrics)
+    for name, value in local_metrics.items():
+        if name != "eval/elapsed_s":
+            assert spark_metrics[name] == pytest.approx(value, abs=1e-9), name
