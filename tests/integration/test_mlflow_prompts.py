@@ -209,3 +209,20 @@ def test_eval_records_the_prompt_version_it_ran(store: Path, docs_index: str) ->
     assert run.data.params["system_prompt"] == "prompts:/support@prod"
     assert run.data.params["system_prompt_version"] == "prompts:/support/1"
     assert ("support", "1") in _linked(run.data.tags)
+
+
+def test_a_built_agent_target_logs_its_pinned_version(store: Path, docs_index: str) -> None:
+    from ragworks.eval._prompt_params import log_prompt_params
+
+    agent = build_agent(_config(docs_index, "prompts:/support@prod"))
+    with mlflow.start_run() as run:
+        log_prompt_params(agent)
+    logged = mlflow.get_run(run.info.run_id)
+    assert logged.data.params == {
+        "system_prompt": "prompts:/support@prod",
+        "system_prompt_version": "prompts:/support/1",
+    }
+    assert _linked(logged.data.tags) == [("support", "1")]
+    with mlflow.start_run() as plain:
+        log_prompt_params(build_agent(_config(docs_index, "You are terse.")))
+    assert mlflow.get_run(plain.info.run_id).data.params == {}

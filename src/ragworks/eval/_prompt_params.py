@@ -39,9 +39,14 @@ def _configured(target: Target) -> str | None:
 
 
 def log_prompt_params(target: Target) -> None:
-    """Log `prompt_params(target)` into the active MLflow run (nothing when no registry prompt is used)."""
+    """Log `prompt_params(target)` into the active MLflow run and link the run to that prompt version.
+
+    Nothing is logged when the target uses no registry prompt.
+    """
     import mlflow
 
     params = prompt_params(target)
-    if params:
+    run = mlflow.active_run()
+    if params and run is not None:
         mlflow.log_params(params)
+        mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, params["system_prompt_version"])
