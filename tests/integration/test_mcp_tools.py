@@ -3,6 +3,7 @@ client through langchain-mcp-adapters, a tool-calling agent with a scripted mode
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from ragworks.errors import ConfigError, ToolError
 from ragworks.retrieval import get_retriever
 from ragworks.testing import ScriptedChatModel
 from ragworks.tools import agent_tools
+from ragworks.tools import mcp as mcp_module
 from ragworks.tools.mcp import SERVER_ATTRIBUTE, MCPClients, MCPTool, close_mcp_tools
 
 SERVER = str(Path(__file__).with_name("mcp_demo_server.py"))
@@ -318,3 +320,36 @@ def test_a_dead_server_stops_chat_and_serve_with_one_error_line(
     assert result.output.count("MCP server 'broken'") == 1
     assert "could not be started" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow  # logs and loads a model, each starting the server
+def test_a_logged_agent_declares_its_servers_without_secrets(
+    docs_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.agents.logged_model import log_agent
+
+    monkeypatch.setenv("DEMO_MCP_KEY", SECRET)
+    servers = {"demo": {**STDIO, "env": {"DEMO_KEY": "${DEMO_MCP_KEY}"}}}
+    config = _config(servers, ["mcp:demo/add"], docs_index)
+    original = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        info = log_agent(config, name="mcp-agent")
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+        declared = info.flavors["python_function"]["config"]["mcp_servers"]["demo"]
+        assert declared["command"] == STDIO["command"]
+        assert declared["env"] == {"DEMO_KEY": "${DEMO_MCP_KEY}"}
+        stored = [f for f in local.rglob("*") if f.is_file() and f.suffix != ".pyc"]
+        assert not [f for f in stored if SECRET.encode() in f.read_bytes()]
+        requirements = (local / "requirements.txt").read_text()
+        if any("mcp" in r for r in importlib.metadata.requires("ragworks") or []):  # metadata has the extra
+            assert "langchain-mcp-adapters==" in requirements and "\nmcp==" in f"\n{requirements}"
+        before = set(mcp_module._OPEN)
+        mlflow.pyfunc.load_model(info.model_uri)
+        (session,) = set(mcp_module._OPEN) - before  # the loaded model started its own server
+        assert session.name == "demo" and "add" in {t.name for t in session.tools}
+        assert session.call("add", {"a": 40, "b": 2}) == "42"
+        session.close()
+    finally:
+        mlflow.set_tracking_uri(original)
+
