@@ -309,3 +309,32 @@ def test_an_unknown_metric_is_one_line_and_exit_1(
     assert out.exit_code == 1
     lines = out.output.strip().splitlines()
     assert len(lines) == 1 and "Unknown metric 'ndcg'" in lines[0] and "ndcg_at_k" in lines[0]
+
+
+def test_a_trial_that_fails_is_recorded_and_the_study_goes_on(experiment: str, tmp_path: Path) -> None:
+    from ragworks.quickstart import shipped_docs
+    from ragworks.retrieval import ingest
+
+    ingest([shipped_docs()], tmp_path / "index", embeddings="none")  # BM25 only: dense search fails
+    start = tmp_path / "start.yaml"
+    start.write_text(
+        f"retriever: {{type: local, index: {tmp_path / 'index'}, mode: bm25}}\n", encoding="utf-8"
+    )
+    space = parse_space({"retriever.mode": {"type": "categorical", "choices": ["dense"]}}, source="test")
+    result = tune(
+        start,
+        example_suite_path(),
+        trials=2,
+        space=space,
+        holdout=0,
+        parts=1,
+        judge=JUDGE,
+        experiment=experiment,
+    )
+    assert [t.state for t in result.trials] == ["failed", "failed"]
+    assert all("no embeddings" in t.error for t in result.trials)
+    assert result.best_is_start and result.best_params == {"retriever.mode": "bm25"}
+    assert "No trial beat the starting config" in result.summary()
+    trial_runs = _runs_by_role(result.parent_run_id)["trial"]
+    assert sorted(r.info.status for r in trial_runs) == ["FAILED", "FAILED"]
+    assert mlflow.MlflowClient().get_run(result.parent_run_id).info.status == "FINISHED"

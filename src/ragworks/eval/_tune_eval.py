@@ -22,6 +22,7 @@ from ragworks.eval.judges import Judge
 from ragworks.eval.suite import EvalSuite
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ class ConfigScorer:
         self.client.set_tag(result.run_id, PARENT_TAG, parent)
         self.client.set_tag(result.run_id, ROLE_TAG, "part")
         if result.errors:
-            raise EvalError(f"{name}: {'; '.join(result.errors)}")
+            cause = first_failure(result.table)
+            raise EvalError(f"{name}: {'; '.join(result.errors)}" + (f": {cause}" if cause else ""))
         return dict(result.values), trace_latencies(result.run_id)
 
     def _summary(self, run_id: str, values: dict[str, list[float]], latencies: list[float]) -> Score:
@@ -178,6 +180,21 @@ def split_rows(suite: EvalSuite, parts: int) -> list[EvalSuite]:
         out.append(suite.model_copy(update={"rows": rows[start:end]}))
         start = end
     return out
+
+
+def first_failure(table: pd.DataFrame) -> str:
+    """Why the first failed row failed: its trace's root span status (empty when no row failed)."""
+    import mlflow
+
+    failed = [
+        t for t, s in zip(table["trace_id"], table["state"], strict=True) if str(s).upper().endswith("ERROR")
+    ]
+    if not failed:
+        return ""
+    trace = mlflow.get_trace(str(failed[0]))
+    spans = trace.data.spans if trace is not None else []
+    root = next((span for span in spans if span.parent_id is None), None)
+    return str(root.status.description) if root is not None else ""
 
 
 def trace_latencies(run_id: str) -> list[float]:
