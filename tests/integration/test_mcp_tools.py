@@ -353,3 +353,25 @@ def test_a_logged_agent_declares_its_servers_without_secrets(
     finally:
         mlflow.set_tracking_uri(original)
 
+
+
+@pytest.mark.usefixtures("tracking")
+def test_served_agent_calls_the_tool_from_the_servers_worker_threads(
+    stdio_tools: dict[str, BaseTool], docs_index: str
+) -> None:
+    from openai import OpenAI
+
+    from ragworks.serving import build_app, serve_in_thread
+
+    replies = [
+        reply
+        for i in range(3)
+        for reply in (_call("add", {"a": i, "b": 100}, f"c{i}"), AIMessage(f"The sum is {i + 100}."))
+    ]
+    agent, model = _agent([stdio_tools["add"]], replies, docs_index)
+    with serve_in_thread(build_app(agent, api_token="")) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        answers = [client.responses.create(model="m", input=f"{i} + 100?").output_text for i in range(3)]
+    assert answers == ["The sum is 100.", "The sum is 101.", "The sum is 102."]
+    results = [m.content for prompt in model.history for m in prompt if isinstance(m, ToolMessage)]
+    assert sorted(set(results)) == ["100", "101", "102"]
