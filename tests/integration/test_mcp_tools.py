@@ -245,6 +245,11 @@ def test_a_dead_server_is_one_clear_error_when_the_agent_is_built(docs_index: st
         build_agent(_config({"nowhere": {"url": "http://127.0.0.1:9/mcp"}}, ["mcp:nowhere"], docs_index))
     with pytest.raises(ConfigError, match=r"'ghost' is not declared; add it under mcp_servers"):
         build_agent(_config({}, ["mcp:ghost"], docs_index))
+    mute = {"command": [sys.executable, "-c", "import time; time.sleep(60)"], "startup_timeout_s": 2}
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"'mute' .* no answer within startup_timeout_s=2 s"):
+        build_agent(_config({"mute": mute}, ["mcp:mute"], docs_index))
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.usefixtures("tracking")
