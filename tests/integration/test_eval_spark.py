@@ -275,3 +275,21 @@ def test_conversation_turns_play_in_order_on_spark(
     for name, value in local_metrics.items():
         if name != "eval/elapsed_s":
             assert spark_metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+@pytest.mark.slow  # a Spark job that fails
+def test_executors_that_cannot_build_the_agent_fail_the_run_in_one_line(
+    spark: Any, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "ragworks_driver_only.py"
+    module.write_text(FAULTY_RETRIEVER, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable on the driver, never shipped to executors
+    config = tmp_path / "agent.yaml"
+    config.write_text("retriever:\n  type: langchain:ragworks_driver_only:Faulty\n", encoding="utf-8")
+    outcome = _eval(str(example_suite_path()), "--config", str(config), "-s", "mrr", "--spark")
+    assert outcome.exit_code == 1
+    lines = outcome.output.strip().splitlines()
+    assert lines[-1].startswith("Error: The Spark job of the eval failed:")
+    assert "ragworks_driver_only" in lines[-1]
+    run = _last_run()
+    assert run.status == "FAILED" and "metrics.mrr/mean" not in run  # nothing half-logged as a result
