@@ -226,3 +226,12 @@ def test_a_built_agent_target_logs_its_pinned_version(store: Path, docs_index: s
     with mlflow.start_run() as plain:
         log_prompt_params(build_agent(_config(docs_index, "You are terse.")))
     assert mlflow.get_run(plain.info.run_id).data.params == {}
+
+
+def test_push_refuses_a_missing_or_empty_file(store: Path) -> None:
+    (store / "empty.txt").write_text("  \n", encoding="utf-8")
+    missing = CliRunner().invoke(app, ["prompts", "push", str(store / "nope.txt"), "--name", "x"])
+    empty = CliRunner().invoke(app, ["prompts", "push", str(store / "empty.txt"), "--name", "x"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert empty.exit_code == 1 and "is empty" in empty.output
+    assert "prompts:/x/" not in CliRunner().invoke(app, ["prompts", "list"]).output
