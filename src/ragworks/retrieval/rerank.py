@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 RERANKERS = ("none", "minilm", "cross-encoder:<path or name>", "databricks")
 MINILM_WEIGHT = 0.5
 """Share of the sentence-similarity score in the `minilm` reranker's mix (the rest is the first
-stage's score); chosen on SciFact train by `benchmarks/retrieval_beir.py --tune-rerank`."""
+stage's score): an even mix, not tuned (`retrieval_beir.py --reranker minilm@W` measures others)."""
 
 
 @runtime_checkable
