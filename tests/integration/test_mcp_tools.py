@@ -213,6 +213,20 @@ def test_closing_ends_a_stdio_server_process() -> None:
         tools[0].invoke({})
 
 
+@pytest.mark.slow  # starts a server process of its own
+def test_an_agent_dropped_without_close_ends_its_server_process() -> None:
+    import gc
+
+    tools = MCPClients({"demo": MCPServerConfig(**STDIO)}).load(["mcp:demo/pid"])["mcp:demo/pid"]
+    pid = int(tools[0].invoke({}))
+    del tools
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -29,7 +29,8 @@ import atexit
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +108,9 @@ class MCPServerSession:
         self._lock = threading.Lock()
         self._tools: dict[str, BaseTool] = {}
         """The adapters' tools, bound to the open session, by their name on the server."""
-        self._stop: asyncio.Event | None = None
-        self._task: concurrent.futures.Future[None] | None = None
+        self._handle = _Handle(loop=loop)
+        # an agent dropped without close() (e.g. one built while a model was logged) closes its session
+        weakref.finalize(self, self._handle.release)
         self._broken = False
         self._inflight: set[concurrent.futures.Future[Any]] = set()
         """Calls waiting for an answer; failed at once when the session ends."""
@@ -124,14 +126,15 @@ class MCPServerSession:
     def begin(self) -> _Ready:
         """Start opening the session; the future gets the stop event and the tools once it is open."""
         ready: _Ready = concurrent.futures.Future()
-        self._task = self._loop.submit(self._hold(connection(self.name, self.config), ready))
+        conn = connection(self.name, self.config)
+        self._handle.task = self._loop.submit(_hold(self.name, conn, ready, lost=_weakly(self._lost)))
         return ready
 
     def finish(self, ready: _Ready) -> list[BaseTool]:
         """Wait for the session `begin` started; a ConfigError naming the server when it did not open."""
         timeout = self.config.startup_timeout_s
         try:
-            self._stop, tools = ready.result(timeout)
+            self._handle.stop, tools = ready.result(timeout)
         except concurrent.futures.TimeoutError:
             self._cancel()
             raise ConfigError(self._failed(f"no answer within startup_timeout_s={timeout:g} s")) from None
@@ -149,27 +152,6 @@ class MCPServerSession:
             "Check that it runs and speaks MCP (run the command yourself, or open the URL), and its "
             "credentials, then start again."
         )
-
-    async def _hold(self, conn: dict[str, Any], ready: _Ready) -> None:
-        """Open the session, hand over its tools, and keep it open until the stop event is set."""
-        from langchain_mcp_adapters.tools import load_mcp_tools
-
-        stop = asyncio.Event()
-        try:
-            # entered and left in this one task, as the transports' anyio task groups require
-            async with open_session(conn, on_closed=self._lost) as session:
-                await session.initialize()
-                tools = await load_mcp_tools(session, server_name=self.name, handle_tool_errors=False)
-                ready.set_result((stop, tools))
-                await stop.wait()
-        except BaseException as exc:  # CancelledError included: the waiting caller must hear of it
-            if not ready.done():
-                ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError(_reason(exc)))
-            elif not stop.is_set():
-                logger.warning("MCP server %s: the session ended (%s)", self.name, _reason(exc))
-                self._lost()
-            if not isinstance(exc, Exception):
-                raise
 
     def _lost(self) -> None:
         """The server went away (its process exited): the next call reopens the session."""
@@ -230,8 +212,8 @@ class MCPServerSession:
             _OPEN.discard(self)
 
     def _shutdown(self) -> None:
-        stop, task = self._stop, self._task
-        self._stop = self._task = None
+        stop, task = self._handle.stop, self._handle.task
+        self._handle.stop = self._handle.task = None
         if stop is not None:
             self._loop.loop.call_soon_threadsafe(stop.set)
         if task is not None:
@@ -243,9 +225,59 @@ class MCPServerSession:
                 logger.debug("MCP server %s closed after an error: %s", self.name, _reason(exc))
 
     def _cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if self._handle.task is not None:
+            self._handle.task.cancel()
+            self._handle.task = None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Handle:
+    """What keeps a session open, with no reference to its `MCPServerSession` (which may be collected)."""
+
+    loop: BackgroundLoop
+    stop: asyncio.Event | None = None
+    """Set it (on the loop) and the holding task closes the session."""
+    task: concurrent.futures.Future[None] | None = None
+    """The holding task."""
+
+    def release(self) -> None:
+        """Ask the holding task to close the session, without waiting (from any thread)."""
+        if self.stop is not None and not self.loop.loop.is_closed():
+            self.loop.loop.call_soon_threadsafe(self.stop.set)
+
+
+async def _hold(name: str, conn: dict[str, Any], ready: _Ready, *, lost: Callable[[], None]) -> None:
+    """Open a session, hand over its tools, and keep it open until the stop event is set."""
+    from langchain_mcp_adapters.tools import load_mcp_tools
+
+    stop = asyncio.Event()
+    try:
+        # entered and left in this one task, as the transports' anyio task groups require
+        async with open_session(conn, on_closed=lost) as session:
+            await session.initialize()
+            tools = await load_mcp_tools(session, server_name=name, handle_tool_errors=False)
+            ready.set_result((stop, tools))
+            await stop.wait()
+    except BaseException as exc:  # CancelledError included: the waiting caller must hear of it
+        if not ready.done():
+            ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError(_reason(exc)))
+        elif not stop.is_set():
+            logger.warning("MCP server %s: the session ended (%s)", name, _reason(exc))
+            lost()
+        if not isinstance(exc, Exception):
+            raise
+
+
+def _weakly(method: Callable[[], None]) -> Callable[[], None]:
+    """Call a bound method while its object lives, without keeping it alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        target = ref()
+        if target is not None:
+            target()
+
+    return call
 
 
 def _call_timeout(configured: float) -> float:
@@ -399,7 +431,7 @@ class MCPClients:
         self.sessions.clear()
 
 
-_OPEN: set[MCPServerSession] = set()
+_OPEN: weakref.WeakSet[MCPServerSession] = weakref.WeakSet()
 """Sessions not yet closed, closed at exit."""
 _OPEN_LOCK = threading.Lock()
 
