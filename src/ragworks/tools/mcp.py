@@ -13,7 +13,8 @@ background event loop (`tools/_loop.py`), so calls from any thread reuse it; a s
 started, reached or listed is one `ConfigError` naming it. A call runs inside the agent's TOOL span;
 the tool's own error, a timeout (`timeout_s`, capped by the request's time left) or a broken session
 is a `ToolError` the model reads as the tool's answer. A broken session (the process died, the
-connection dropped) is reopened by the next call. Sessions close with `close()` or at exit.
+connection dropped) is reopened by the next call. Sessions close with `close()`, when their
+agent is garbage-collected, or at exit.
 
 Example:
     >>> clients = MCPClients({"demo": MCPServerConfig(command=["python", "demo.py"])})  # doctest: +SKIP
