@@ -11,14 +11,18 @@ from ragworks.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-# Spark's defaults that do not suit a command-line run on one machine: no web UI to bind, only loopback
-# (a local run must not reach the network), Arrow for pandas UDFs, and quiet logs.
-_LOCAL_CONF = {
+# Spark's defaults that do not suit a command-line run: no web UI to bind, Arrow for pandas UDFs, quiet logs.
+_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+# A local master stays on loopback (a local run must not reach the network); a cluster's executors must reach
+# the driver, so there Spark's own choice of address stands.
+# Few shuffle partitions suit one machine's cores; a cluster keeps its own setting.
+_LOCAL_ONLY_CONF = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.shuffle.partitions": "4",
 }
 
@@ -29,6 +33,16 @@ def require_pyspark() -> None:
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise ConfigError("--spark needs the spark extra: pip install 'ragworks[spark]'.") from exc
+
+
+def is_local_master(master: str | None) -> bool:
+    """True for `local`, `local[N]`, `local[*]` and the default (None): Spark in this process's machine."""
+    return master is None or master == "local" or master.startswith("local[")
+
+
+def session_conf(master: str | None) -> dict[str, str]:
+    """The settings ragworks gives a session it starts on `master`."""
+    return {**_CONF, **(_LOCAL_ONLY_CONF if is_local_master(master) else {})}
 
 
 def spark_session(master: str | None = None, *, app_name: str = "ragworks") -> SparkSession:
@@ -46,9 +60,11 @@ def spark_session(master: str | None = None, *, app_name: str = "ragworks") -> S
     # The executors' Python must be this interpreter (ragworks importable), not whatever `python` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    local = is_local_master(master)
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master or "local[*]").appName(app_name)
-    for key, value in _LOCAL_CONF.items():
+    for key, value in session_conf(master).items():
         builder = builder.config(key, value)
     try:
         session = builder.getOrCreate()
