@@ -18,6 +18,8 @@ import yaml
 from ragworks.config import AgentConfig
 from ragworks.errors import ConfigError
 
+_YAML_NULLS = frozenset({"null", "Null", "NULL", "~"})
+
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=value` as (["a", "b"], value); the value is read as YAML (`3` is an int, `[a, b]` a list).
@@ -32,6 +34,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc}).") from exc
+    text = raw.strip()
+    if (value is None or isinstance(value, str)) and text not in _YAML_NULLS and text[:1] not in "'\"":
+        # YAML reads `#` as a comment: `Be brief #1 rule` would quietly become `Be brief`. Unquoted text
+        # stays as written; quote it for YAML's reading.
+        value = text
     return path, value
 
 

@@ -59,3 +59,17 @@ def test_a_model_uri_target_cannot_be_overridden() -> None:
     with pytest.raises(ConfigError, match="pass --config"):
         overridden_config(None, ["name=x"])
     assert parse_override("a.b= 7") == (["a", "b"], 7)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Be brief #1 priority is citing", "Be brief #1 priority is citing"),
+        ("#1 rule", "#1 rule"),
+        ("'quoted: yes'", "quoted: yes"),
+        ("null", None),
+        ("plain", "plain"),
+    ],
+)
+def test_text_is_kept_as_written_not_cut_at_a_hash(raw: str, expected: object) -> None:
+    assert parse_override(f"system_prompt={raw}") == (["system_prompt"], expected)

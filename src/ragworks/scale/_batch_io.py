@@ -121,7 +121,14 @@ def check_output_path(path: Path, *, spark: bool) -> None:
     if suffix in FILE_FORMATS:
         return
     if spark and not suffix:
-        return  # a folder of Parquet files, written by Spark
+        # A folder of Parquet files, written by Spark with mode("overwrite"), which empties the folder first:
+        # only a missing folder, an empty one or an earlier Spark output (its _SUCCESS marker) may be it.
+        if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (path / "_SUCCESS").exists()):
+            raise ConfigError(
+                f"Cannot write {path}: it exists and is not an earlier Spark output (no _SUCCESS file), "
+                "and writing would delete what is in it. Name a new folder."
+            )
+        return
     where = " or a folder (no suffix) with --spark" if not spark else " or a folder name without a suffix"
     raise ConfigError(f"Cannot write {path}: the output must end in .jsonl, .csv or .parquet{where}.")
 

@@ -68,7 +68,8 @@ class TaskSpec:
     tracking_uri: str
     trace: bool
     workers: int
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Credentials the executors lack (OPENAI_*, DATABRICKS_*): never in a repr, so never in a log line."""
 
     def key(self) -> str:
         """Which agent this spec builds, for the per-process cache."""
@@ -244,6 +245,10 @@ def _executor_agent(spec: TaskSpec) -> Any:  # Any: a ResponsesAgent (built, or 
     key = spec.key()
     if key not in _AGENTS:
         from ragworks.agents.loading import load_agent
+
+        # One agent per worker: a long-lived worker (a notebook's cluster) must not keep every earlier
+        # run's agent, its index and its tool processes.
+        _AGENTS.clear()
 
         if spec.model_file is not None:
             from pyspark import SparkFiles

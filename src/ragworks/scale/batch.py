@@ -114,6 +114,8 @@ def run_batch(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}.")
     check_output_path(output, spark=spark)
+    if Path(output).resolve() == Path(input_path).resolve():
+        raise ConfigError(f"The output {output} is the input: name another path for the answers.")
     with _tracing(trace):
         return _run(
             input_path,
