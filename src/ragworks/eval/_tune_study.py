@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragworks.config import AgentConfig
-from ragworks.errors import RagworksError
+from ragworks.errors import EvalError, RagworksError
 from ragworks.eval._tune_eval import ConfigScorer, Score
 from ragworks.eval._tune_index import IndexCache
 from ragworks.eval.suite import EvalSuite
@@ -103,6 +103,13 @@ class Study:
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
         )
         study.optimize(self._objective, n_trials=trials, timeout=timeout, catch=(RagworksError,))
+        failed = [r for r in self.records if r.state == "failed"]
+        if failed and not any(r.state == "complete" for r in self.records):
+            # Reporting the starting config as "best" here would be a study that never ran passing as one.
+            raise EvalError(
+                f"No trial completed ({len(failed)} of {len(self.records)} failed, the rest were pruned); "
+                f"the first failure: {failed[0].error or 'no cause recorded'}"
+            )
         best_record = best_of(self.records)
         best_is_start = (
             best_record is None or best_record.score is None or best_record.score.mean <= start.mean
