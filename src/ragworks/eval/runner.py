@@ -250,6 +250,8 @@ def run_suite(
         result.ui_url = ui_url or ""
         result.failures = threshold_failures(result.metrics, fail_under)
         result.errors = failed_predictions(result.table["trace_id"], result.table["state"])
+        if spark_run is not None:
+            result.errors = spark_run.prediction_errors(result.errors, rows=len(plan.records))
         result.errors += judged_errors(result.metrics, [*plan.names, *CONVERSATION_METRICS])
         result.errors += missing_traces(run.info, rows=len(plan.records))
         if baseline is not None:

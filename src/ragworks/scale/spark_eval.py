@@ -116,6 +116,19 @@ class SparkEval:
         self.session = session
         self.target = target
         self.k = k
+        self.failed: list[str] = []
+        """The executors' errors of the rows whose prediction failed (the last run)."""
+
+    def prediction_errors(self, from_traces: list[str], *, rows: int) -> list[str]:
+        """The gate's prediction line: from the traces' states, else from the executors' own errors.
+
+        A failed row whose trace could not be captured or stored gets a minimal OK trace from evaluate, so
+        its state alone would let the run pass.
+        """
+        if from_traces or not self.failed:
+            return from_traces
+        first = " ".join(self.failed[0].split())[:200]
+        return [f"predictions: the agent failed on {len(self.failed)} of {rows} rows (first: {first})"]
 
     def evaluate(self, plan: EvalPlan, *, workers: int) -> EvaluationResult:
         """Predict and score on the executors, judge with an LLM here, log through `mlflow.genai.evaluate`."""
@@ -177,7 +190,9 @@ class SparkEval:
             run_id=_active_run_id(),
         )
         frame = self._run_job(plan.records, spec)
-        return collect_rows(plan.records, frame)
+        rows, scores = collect_rows(plan.records, frame)
+        self.failed = [row.error for row in rows if row.error]
+        return rows, scores
 
     def _run_job(self, records: Sequence[dict[str, Any]], spec: ExecutorSpec) -> pd.DataFrame:
         """Run the partitions; one row back per record, in any order."""

@@ -56,3 +56,16 @@ def test_executor_target_is_a_config_with_absolute_paths_or_a_model_uri(tmp_path
     assert executor_target("models:/agent/1") == "models:/agent/1"
     with pytest.raises(ConfigError, match=r"--config agent\.yaml or --model-uri"):
         executor_target(lambda request: request)
+
+
+def test_a_failed_row_without_an_error_trace_still_fails_the_gate() -> None:
+    from ragworks.scale.spark_eval import SparkEval
+
+    spark_eval = SparkEval(session=None, target={}, k=3)  # type: ignore[arg-type]  # no job runs here
+    assert spark_eval.prediction_errors([], rows=4) == []
+    # A failed row whose trace was lost gets an OK minimal trace from evaluate: the executors' error counts.
+    spark_eval.failed = ["RetrievalError: the index is gone"]
+    (line,) = spark_eval.prediction_errors([], rows=4)
+    assert line.startswith("predictions: the agent failed on 1 of 4 rows") and "index is gone" in line
+    from_traces = ["predictions: the agent failed on 1 of 4 rows (first: trace tr-1)"]
+    assert spark_eval.prediction_errors(from_traces, rows=4) == from_traces
