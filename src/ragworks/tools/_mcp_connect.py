@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -70,7 +71,15 @@ def describe(config: MCPServerConfig) -> str:
         return "command " + shlex.join(_command(config))
     if config.databricks:
         return f"Databricks managed MCP server {config.databricks}"
-    return f"{config.transport or 'streamable_http'} {config.url}"
+    return f"{config.transport or 'streamable_http'} {safe_url(str(config.url))}"
+
+
+def safe_url(url: str) -> str:
+    """`url` without its user:password and query, which may hold credentials, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
 
 
 def _command(config: MCPServerConfig) -> list[str]:
@@ -103,7 +112,13 @@ def connection(name: str, config: MCPServerConfig) -> dict[str, Any]:
         http["url"] = databricks_url(config.databricks, host=str(workspace.host))
         http["auth"] = WorkspaceAuth(workspace)
     else:
-        http["url"] = str(config.url)
+        url = str(config.url)
+        if urlsplit(url).password and not _VAR.search(url):
+            raise ConfigError(
+                f"mcp_servers.{name}.url holds a password: put the credential in an environment variable "
+                "and send it as a header (headers: {Authorization: 'Bearer ${MY_TOKEN}'})."
+            )
+        http["url"] = expand(url, where=f"mcp_servers.{name}.url")
     headers = _expanded(config.headers, server=name, field="headers")
     if headers:
         http["headers"] = headers

@@ -162,3 +162,17 @@ def test_a_local_mcp_server_needs_only_the_mcp_extra_and_no_resources() -> None:
     assert "mcp" in needed_extras(cfg) and "databricks" not in needed_extras(cfg)
     rag = cfg.model_copy(update={"agent": "rag"})
     assert "mcp" not in needed_extras(rag)  # a rag agent binds no tools
+
+
+def test_a_url_never_shows_its_credentials_and_reads_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MCP_KEY", "k-123")
+    config = MCPServerConfig(url="http://127.0.0.1:9/mcp?key=${MCP_KEY}")
+    assert connection("search", config)["url"] == "http://127.0.0.1:9/mcp?key=k-123"
+    assert "k-123" not in describe(config) and "MCP_KEY" not in describe(config)
+    with_password = MCPServerConfig(url="http://ana:s3cret@127.0.0.1:9/mcp")
+    assert "s3cret" not in describe(with_password)
+    with pytest.raises(ConfigError, match="holds a password") as raised:
+        connection("search", with_password)
+    assert "s3cret" not in str(raised.value)
