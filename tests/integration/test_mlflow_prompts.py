@@ -113,6 +113,23 @@ def test_an_alias_is_pinned_when_the_agent_is_built(
         mlflow.genai.set_prompt_alias("support", alias="prod", version=1)
 
 
+def test_configs_sent_to_executors_carry_the_version_an_alias_names_now(store: Path, docs_index: str) -> None:
+    from ragworks.config import AgentConfig
+    from ragworks.scale.spark_eval import executor_target
+
+    mlflow.genai.set_prompt_alias("support", alias="prod", version=2)
+    try:
+        shipped = executor_target(_config(docs_index, "prompts:/support@prod"))
+        assert isinstance(shipped, dict)
+        # Executors start later and each would resolve the alias again; they get the version instead.
+        assert shipped["system_prompt"] == "prompts:/support/2"
+        plain = executor_target(_config(docs_index, "Answer briefly."))
+        assert isinstance(plain, dict) and plain["system_prompt"] == "Answer briefly."
+        assert AgentConfig.model_validate(shipped).system_prompt == "prompts:/support/2"
+    finally:
+        mlflow.genai.set_prompt_alias("support", alias="prod", version=1)
+
+
 def test_the_trace_prompt_hook_is_there_on_supported_mlflow() -> None:
     assert _prompt_link.AVAILABLE  # else every request falls back to load_prompt (a run write in evals)
 

@@ -182,6 +182,16 @@ def pinned_prompt_uris(cfg: AgentConfig) -> list[str]:
     return [uri] if uri else []
 
 
+def pinned_config(cfg: AgentConfig) -> AgentConfig:
+    """`cfg` with a registry prompt's alias resolved to its version now, for agents built elsewhere later.
+
+    Executors build their own agents: with `prompts:/NAME@ALIAS` each would resolve the alias when it
+    starts, so an alias moved mid-run would give partitions different prompts than the run records.
+    """
+    uris = pinned_prompt_uris(cfg)
+    return cfg.model_copy(update={"system_prompt": uris[0]}) if uris else cfg
+
+
 __all__ = [
     "PREFIX",
     "PROMPT_VARIABLES",
@@ -189,6 +199,7 @@ __all__ = [
     "is_registry_uri",
     "link_to_trace",
     "load_registry_prompt",
+    "pinned_config",
     "pinned_prompt_uris",
     "prompt_variables",
     "render",

@@ -235,10 +235,11 @@ def report_of(answers: pd.DataFrame, *, seconds: float, output: Path, engine: st
 
 def _load_config(config: str | Path) -> dict[str, Any]:
     """The config as plain JSON, its paths made absolute, to ship to Spark executors."""
+    from ragworks.agents.prompt_registry import pinned_config
     from ragworks.config import AgentConfig
 
     cfg: AgentConfig = AgentConfig.load(config)
-    return cfg.model_dump(mode="json")
+    return pinned_config(cfg).model_dump(mode="json")  # every executor on the same prompt version
 
 
 @contextmanager

@@ -88,8 +88,10 @@ def executor_target(target: object) -> str | dict[str, Any]:
     if isinstance(target, str) and is_model_uri(target):
         return target
     if isinstance(target, (str, Path, Mapping, AgentConfig)):
+        from ragworks.agents.prompt_registry import pinned_config
+
         config = AgentConfig.load(dict(target) if isinstance(target, Mapping) else target)
-        return config.model_dump(mode="json")
+        return pinned_config(config).model_dump(mode="json")
     raise ConfigError(
         f"--spark evaluates a config file or a model URI, not a {type(target).__name__}: "
         "executors rebuild the agent, so pass --config agent.yaml or --model-uri models:/NAME/VERSION."
