@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ragworks.errors import ConfigError
 from ragworks.eval._tune_eval import Score
 
 if TYPE_CHECKING:
@@ -296,6 +297,18 @@ def best_config_text(result: TuneResult, *, index: str | None = None) -> str:
     return comments + yaml.safe_dump(data, sort_keys=False)
 
 
+def check_best_config_path(path: Path) -> None:
+    """Refuse, before any trial, an output whose `<name>-index/` beside it is a folder tune did not write."""
+    from ragworks.retrieval._store import MANIFEST
+
+    target = path.parent / f"{path.stem}-index"
+    if target.exists() and not (target / MANIFEST).is_file():
+        raise ConfigError(
+            f"Cannot write the tuned index to {target}: it exists and is not a ragworks index. "
+            "Move it, or write the best config elsewhere (-o)."
+        )
+
+
 def write_best_config(path: Path, result: TuneResult) -> Path:
     """Write the best config to `path`; a tuned index goes beside it (`<name>-index/`, named relatively).
 
@@ -308,6 +321,7 @@ def write_best_config(path: Path, result: TuneResult) -> Path:
         index_name = f"{path.stem}-index"
         target = path.parent / index_name
         if target.exists():
+            check_best_config_path(path)  # replace an earlier tuned index, never a user's folder
             shutil.rmtree(target)
         shutil.copytree(result.best_config.retriever.index, target)
         moved = result.best_config.model_copy(deep=True)

@@ -150,6 +150,10 @@ def tune(
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
     plan = _plan(config, suite, metric=metric, space=space, seed=seed, holdout=holdout, docs=docs)
+    if output is not None and plan.docs:
+        from ragworks.eval._tune_report import check_best_config_path
+
+        check_best_config_path(Path(output))
     plan_judge = _checked_judge(judge, plan.metric, concurrency=concurrency)
     scorer = _study_scorer(plan, plan_judge, experiment=experiment, k=k, concurrency=concurrency)
     cache = IndexCache(plan.docs, Path(tempfile.mkdtemp(prefix="ragworks-tune-"))) if plan.docs else None

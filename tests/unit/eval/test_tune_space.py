@@ -171,3 +171,19 @@ def test_sources_are_checked_before_any_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nowhere does not exist"):
         check_sources(cfg, [tmp_path / "nowhere"])
     check_sources(cfg, [tmp_path])  # documents to index: no index needed yet
+
+
+def test_a_folder_beside_the_best_config_that_tune_did_not_write_is_never_replaced(tmp_path: Path) -> None:
+    from ragworks.eval._tune_report import check_best_config_path
+
+    check_best_config_path(tmp_path / "best.yaml")  # nothing there yet
+    earlier = tmp_path / "best-index"
+    earlier.mkdir()
+    (earlier / "ragworks_index.json").write_text("{}")
+    check_best_config_path(tmp_path / "best.yaml")  # an earlier tuned index may be replaced
+    mine = tmp_path / "mine-index"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="not a ragworks index"):
+        check_best_config_path(tmp_path / "mine.yaml")
+    assert (mine / "notes.txt").read_text() == "keep"
