@@ -382,3 +382,12 @@ def test_eval_endpoint_is_refused_with_another_target(serving: ServingEndpointsE
 
     assert result.exit_code == 1
     assert "Pass --endpoint alone, not with --config or --model-uri." in _error_line(result)
+
+
+def test_eval_endpoint_with_set_is_refused(serving: ServingEndpointsEmulator) -> None:
+    # Without the refusal, --set built a default local agent and evaluated it in the endpoint's place.
+    result = _cli("eval", "suite.yaml", "--endpoint", "rag", "--set", "retriever.k=3")
+
+    assert result.exit_code == 1
+    assert "a deployed --endpoint cannot be overridden" in _error_line(result)
+    assert serving.requests == []  # refused before any call

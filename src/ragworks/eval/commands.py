@@ -117,6 +117,8 @@ def eval_command(
     if endpoint is not None:
         from ragworks.scale.endpoint_client import endpoint_target
 
+        if overrides:  # a deployed agent's config is the endpoint's own: --set would evaluate another agent
+            raise ConfigError("--set changes a --config; a deployed --endpoint cannot be overridden.")
         target = endpoint_target(endpoint, other=target)
     if target is None:
         raise ConfigError(
