@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ragworks._databricks import workspace_client as shared_workspace_client
 from ragworks.errors import ConfigError, DeploymentError
 from ragworks.scale._serving_wait import Progress, explain_api_error, wait_until_ready
 
@@ -147,19 +148,7 @@ def served_entity(spec: DeploySpec, model: ModelRef) -> Any:  # Any: databricks-
 
 def workspace_client() -> Any:  # Any: databricks.sdk.WorkspaceClient, imported lazily
     """databricks-sdk's client from its unified auth (DATABRICKS_HOST/TOKEN, a profile, OAuth)."""
-    try:
-        from databricks.sdk import WorkspaceClient
-    except ImportError:
-        raise ConfigError(
-            "ragworks deploy needs databricks-sdk: pip install 'ragworks[databricks]'"
-        ) from None
-    try:
-        return WorkspaceClient()
-    except Exception as exc:  # the SDK's ValueErrors carry its own advice, never the secret
-        raise ConfigError(
-            f"Databricks authentication is not configured ({exc}); set DATABRICKS_HOST and DATABRICKS_TOKEN, "
-            "or a profile (DATABRICKS_CONFIG_PROFILE)."
-        ) from None
+    return shared_workspace_client("ragworks deploy")
 
 
 def deploy(

@@ -26,6 +26,7 @@ from typing import Any
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ragworks._databricks import workspace_client
 from ragworks.config import env_flag
 from ragworks.errors import ConfigError, ToolError
 
@@ -146,7 +147,7 @@ def load_uc_function(spec: str) -> UCFunctionTool:
         raise ConfigError(
             f"Unity Catalog tools run on a SQL warehouse: set {WAREHOUSE_ENV} to its id (for {full_name})."
         )
-    client = _workspace_client()
+    client = workspace_client("Unity Catalog tools")
     try:
         info = client.functions.get(full_name)
     except Exception as exc:
@@ -191,20 +192,6 @@ def _type_name(value: Any) -> str:
     return str(getattr(value, "value", value) or "STRING").upper()
 
 
-def _workspace_client() -> Any:
-    try:
-        from databricks.sdk import WorkspaceClient
-    except ImportError:
-        raise ConfigError(
-            "Unity Catalog tools need databricks-sdk: pip install 'ragworks[databricks]'"
-        ) from None
-    try:
-        return WorkspaceClient()
-    except Exception as exc:  # the SDK's errors carry its own advice, never the secret
-        raise ConfigError(
-            f"Databricks authentication is not configured for Unity Catalog tools ({exc}); set "
-            "DATABRICKS_HOST and DATABRICKS_TOKEN, or a service principal's credentials."
-        ) from None
 
 
 def _explain(exc: Exception, full_name: str) -> ConfigError:
