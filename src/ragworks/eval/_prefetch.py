@@ -34,10 +34,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from mlflow.genai.evaluation.entities import EvaluationResult
@@ -68,6 +68,15 @@ def _detect() -> tuple[ModuleType | None, list[str], list[str]]:
 _harness, _ESSENTIAL_MISSING, _HOOKS_MISSING = _detect()
 MISSING = [*_ESSENTIAL_MISSING, *_HOOKS_MISSING]
 """Every internal of the fast path this MLflow lacks (empty on the supported versions)."""
+ESSENTIAL_MISSING = tuple(_ESSENTIAL_MISSING)
+"""The internals without which rows cannot be predicted outside `evaluate` (eval --spark needs them)."""
+
+
+def eval_autologging() -> AbstractContextManager[Any]:
+    """MLflow's autologging setup for evaluation, as `evaluate` does it around predictions."""
+    from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
+
+    return cast(AbstractContextManager[Any], configure_autologging_for_evaluation(enable_tracing=True))
 AVAILABLE = not _ESSENTIAL_MISSING
 """Whether the fast path runs at all (else: stock `evaluate`); a missing hook only drops that hook."""
 _fallback_logged = threading.Event()

@@ -89,15 +89,15 @@ def _built(spec: ExecutorSpec) -> _Built:
 def score_partition(spec: ExecutorSpec, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """`mapInPandas` body: each batch of (row, record JSON) becomes a batch of RESULT_SCHEMA rows."""
     import mlflow
-    from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
 
+    from ragworks.eval import _prefetch
     from ragworks.eval.conversations import play_conversations
     from ragworks.scale._trace_capture import captured_traces
 
     mlflow.set_tracking_uri(spec.tracking_uri)
     built = _built(spec)
     call: Callable[[dict[str, Any]], Any] | None = None
-    with configure_autologging_for_evaluation(enable_tracing=True), captured_traces() as captured:
+    with _prefetch.eval_autologging(), captured_traces() as captured:
         for batch in batches:
             import pandas as pd
 

@@ -104,8 +104,14 @@ def prepare(target: object, *, master: str | None, k: int) -> SparkEval:
     Raises:
         ConfigError: pyspark or Java is missing, the master is wrong, or the target cannot travel.
     """
+    from ragworks.eval import _prefetch
     from ragworks.scale import spark_session as sessions
 
+    if _prefetch.ESSENTIAL_MISSING:  # executors predict rows as evaluate does, through these internals
+        raise ConfigError(
+            "--spark needs MLflow's evaluation internals, which this MLflow lacks "
+            f"({', '.join(_prefetch.ESSENTIAL_MISSING)}); run the eval without --spark."
+        )
     sessions.require_pyspark()
     spec_target = executor_target(target)
     return SparkEval(sessions.spark_session(master, app_name="ragworks-eval"), spec_target, k=k)
@@ -135,7 +141,6 @@ class SparkEval:
     def evaluate(self, plan: EvalPlan, *, workers: int) -> EvaluationResult:
         """Predict and score on the executors, judge with an LLM here, log through `mlflow.genai.evaluate`."""
         import mlflow
-        from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
 
         from ragworks.eval import _prefetch
 
@@ -147,7 +152,7 @@ class SparkEval:
             prepare()
         early = {id(s) for s in ahead}
         with (
-            configure_autologging_for_evaluation(enable_tracing=True),
+            _prefetch.eval_autologging(),
             _prefetch.JudgePool(ahead, workers=workers) as judging,
         ):
             for row in rows:

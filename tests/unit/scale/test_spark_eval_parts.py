@@ -69,3 +69,15 @@ def test_a_failed_row_without_an_error_trace_still_fails_the_gate() -> None:
     assert line.startswith("predictions: the agent failed on 1 of 4 rows") and "index is gone" in line
     from_traces = ["predictions: the agent failed on 1 of 4 rows (first: trace tr-1)"]
     assert spark_eval.prediction_errors(from_traces, rows=4) == from_traces
+
+
+def test_spark_is_refused_in_one_line_on_an_mlflow_without_the_eval_internals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ragworks.eval import _prefetch
+    from ragworks.scale.spark_eval import prepare
+
+    assert _prefetch.ESSENTIAL_MISSING == ()  # on every supported MLflow
+    monkeypatch.setattr(_prefetch, "ESSENTIAL_MISSING", ("mlflow.x.configure_autologging_for_evaluation",))
+    with pytest.raises(ConfigError, match="--spark needs MLflow's evaluation internals"):
+        prepare("agent.yaml", master="local[1]", k=3)
