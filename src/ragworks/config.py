@@ -183,7 +183,8 @@ class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
 
     llm: str = "offline"
-    """`offline`, `openai:<model>` or `databricks:<endpoint>`."""
+    """`offline` (MiniLM sentence matching when the dense extra is installed; `offline:minilm` and
+    `offline:lexical` choose), `openai:<model>` or `databricks:<endpoint>`."""
     llm_options: ModelOptions = Field(default_factory=ModelOptions)
     """Timeout and retries of the model calls (`openai:` and `databricks:` models)."""
     agent: Literal["rag", "tool-calling"] = "rag"
@@ -209,11 +210,16 @@ class AgentConfig(_Strict):
     @field_validator("llm")
     @classmethod
     def _known_llm(cls, value: str) -> str:
-        if value == "offline" or value.startswith(("openai:", "databricks:")):
+        if value in ("offline", "offline:minilm", "offline:lexical"):
+            return value
+        if value.startswith(("openai:", "databricks:")):
             if value.endswith(":"):
                 raise ValueError(f"{value!r} names no model: write e.g. 'openai:gpt-4o-mini'")
             return value
-        raise ValueError("must be 'offline', 'openai:<model>' or 'databricks:<endpoint>'")
+        raise ValueError(
+            "must be 'offline' ('offline:minilm', 'offline:lexical'), 'openai:<model>' "
+            "or 'databricks:<endpoint>'"
+        )
 
     @classmethod
     def load(cls, data: AgentConfig | dict[str, Any] | str | Path | None) -> AgentConfig:

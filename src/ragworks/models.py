@@ -38,17 +38,25 @@ def get_chat_model(
     """Build the chat model a config names; no network call and no key lookup happen here.
 
     Args:
-        name: `offline`, `openai:<model>` or `databricks:<endpoint>`.
+        name: `offline` (`offline:minilm`, `offline:lexical`: how it matches sentences to the question;
+            plain `offline` uses MiniLM when the dense extra is installed), `openai:<model>` or
+            `databricks:<endpoint>`.
         temperature: Sampling temperature (remote models).
         max_tokens: Longest answer, in tokens.
         timeout_s: Seconds one call may take (remote models), capped by the request's time left.
         max_retries: Further attempts after a 429, a 5xx, a timeout or a connection error (remote models).
     """
-    if name == "offline":
-        from ragworks.agents.offline import OfflineChatModel
-
-        return OfflineChatModel(max_tokens=max_tokens)
     provider, _, model = name.partition(":")
+    if provider == "offline":
+        from ragworks.agents.offline import OfflineChatModel
+        from ragworks.agents.sentence_similarity import SIMILARITIES
+
+        similarity = model or "auto"
+        if similarity not in SIMILARITIES:
+            raise ConfigError(
+                f"Unknown offline model {name!r}: use 'offline', 'offline:minilm' or 'offline:lexical'."
+            )
+        return OfflineChatModel(max_tokens=max_tokens, similarity=similarity)
     if provider in ("openai", "databricks") and model:
         from ragworks.agents.openai_chat import OpenAIChatModel
 

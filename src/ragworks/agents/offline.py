@@ -1,8 +1,9 @@
 """The offline answer model: extractive, cited, and free of any network call.
 
 It reads the numbered `<source>` elements of its prompt (see `ragworks.agents.prompts`), ranks their
-whole sentences by idf-weighted stemmed overlap with the question, and answers with the best one
-(and any that score nearly as well), each cited as `[n]` of the source it was read from; code,
+whole sentences by idf-weighted stemmed overlap with the question (then, with the dense extra
+installed, re-orders the best dozen by MiniLM question-sentence similarity; `llm: offline:lexical`
+turns that off), and answers with the best one (and any that score nearly as well), each cited as `[n]` of the source it was read from; code,
 tables, metadata and headings are not answers unless the question asks for them, and it says
 NOT_FOUND when no sentence answers well enough. With a retriever tool bound and no tool results
 yet, it first calls that tool, so the tool-calling graph also runs offline.
@@ -50,6 +51,7 @@ from pydantic import Field
 
 from ragworks.agents._injection import looks_like_instruction
 from ragworks.agents.prompts import NOT_FOUND, condense_keywords, parse_sources, question_of
+from ragworks.agents.sentence_similarity import Similarity, SimilarityName, sentence_similarity
 from ragworks.retrieval.text import tokenize
 
 QUOTABLE_CACHE = 2048
@@ -143,6 +145,12 @@ Calibrated on the dev articles of SQuAD 2.0 (benchmarks/offline_answers.py): abo
 answerable questions and 20% on unanswerable ones, together with the missing-name rule."""
 _FOLLOW_RATIO = 0.85
 """A further sentence is quoted only when it scores this close to the best one."""
+_RERANK_CANDIDATES = 12
+"""Lexical candidates a similarity re-orders (the gold sentence is in the top 12 for ~98% of hits)."""
+_SIMILARITY_WEIGHT = 2.0
+"""Weight of the question-sentence cosine next to the relative lexical score (at most 1)."""
+_SIMILAR_FOLLOW_RATIO = 0.9
+"""The follow ratio on re-ordered scores, whose lexical part is already relative to the best."""
 
 
 def _passages(text: str) -> list[tuple[str, bool]]:
@@ -221,7 +229,12 @@ def _names(question: str) -> set[str]:
 
 
 def extractive_answer(
-    question: str, sources: Sequence[tuple[int, str]], *, context: str = "", max_sentences: int = 3
+    question: str,
+    sources: Sequence[tuple[int, str]],
+    *,
+    context: str = "",
+    max_sentences: int = 3,
+    similarity: Similarity | None = None,
 ) -> str:
     """Answer with the source sentence that best answers the question (a close second too), cited `[n]`.
 
@@ -230,7 +243,37 @@ def extractive_answer(
     "when?" and "how many?", sentences with a date or a number. The answer is NOT_FOUND when a name
     or number of the question is in no source, or when the best sentence holds less than a quarter
     of the question's idf weight. Code, tables and metadata are quoted only when asked for, and
-    sentences that give orders to an assistant never.
+    sentences that give orders to an assistant never. With a `similarity` (MiniLM, see
+    `ragworks.agents.sentence_similarity`), the best lexical candidates are re-ordered by their
+    lexical score (relative to the best) plus their closeness to the question.
+    """
+    scored = rank_sentences(question, sources, context=context)
+    if not scored or scored[0].coverage < _MIN_COVERAGE:
+        return NOT_FOUND
+    follow = _FOLLOW_RATIO
+    if similarity is not None:
+        scored, follow = _rerank(question, scored[:_RERANK_CANDIDATES], similarity), _SIMILAR_FOLLOW_RATIO
+    best = scored[0].score
+    kept = [c.sentence for c in scored[:max_sentences] if c.score >= follow * best]
+    chosen = _dedupe(sorted(kept, key=lambda s: (s.source, s.position)))
+    return " ".join(_cite(s) for s in chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A quotable sentence with its score and the share of the question's idf weight it holds."""
+
+    score: float
+    coverage: float
+    sentence: _Sentence
+
+
+def rank_sentences(
+    question: str, sources: Sequence[tuple[int, str]], *, context: str = ""
+) -> list[Candidate]:
+    """The quotable sentences of `sources` that share a question term, best first.
+
+    Empty when the question has no topic terms, or when one of its names or numbers is in no source.
     """
     asked = _terms(question)
     weights = {t: _CONTEXT_WEIGHT for t in _terms(context)} | {t: 1.0 for t in asked}
@@ -243,9 +286,9 @@ def extractive_answer(
         if prose or wants_non_prose
     ]
     if not asked or not sentences:
-        return NOT_FOUND
+        return []
     if _names(question) - set().union(*(s.terms for s in sentences)):
-        return NOT_FOUND
+        return []
     df: dict[str, int] = {}
     for s in sentences:
         for term in s.terms & weights.keys():
@@ -256,7 +299,7 @@ def extractive_answer(
     rank = {n: i / max(len(numbers), 1) for i, n in enumerate(dict.fromkeys(n for n, _ in sources))}
     subject = _definition_subject(question)
     wanted = _YEAR if _ASKS_WHEN.search(question) else _NUMBER if _ASKS_COUNT.search(question) else None
-    scored: list[tuple[float, float, _Sentence]] = []
+    scored: list[Candidate] = []
     for i, s in enumerate(sentences):
         shared = s.terms & weights.keys()
         if not shared:
@@ -271,16 +314,20 @@ def extractive_answer(
             score *= 2.0
         if len(s.terms - weights.keys()) < 2:
             score *= 0.5  # a sentence that only restates the question answers nothing
-        scored.append((score, sum(idf[t] for t in shared & asked) / asked_weight, s))
-    if not scored:
-        return NOT_FOUND
-    scored.sort(key=lambda x: -x[0])
-    best, coverage, _ = scored[0]
-    if coverage < _MIN_COVERAGE:
-        return NOT_FOUND
-    kept = [s for score, _, s in scored[:max_sentences] if score >= _FOLLOW_RATIO * best]
-    chosen = _dedupe(sorted(kept, key=lambda s: (s.source, s.position)))
-    return " ".join(_cite(s) for s in chosen)
+        scored.append(Candidate(score, sum(idf[t] for t in shared & asked) / asked_weight, s))
+    scored.sort(key=lambda c: -c.score)
+    return scored
+
+
+def _rerank(question: str, scored: list[Candidate], similarity: Similarity) -> list[Candidate]:
+    """Candidates re-scored as lexical score / best lexical score + weight x similarity, best first."""
+    closeness = similarity(question, [c.sentence.text for c in scored])
+    top = scored[0].score
+    rescored = [
+        Candidate(c.score / top + _SIMILARITY_WEIGHT * float(sim), c.coverage, c.sentence)
+        for c, sim in zip(scored, closeness, strict=True)
+    ]
+    return sorted(rescored, key=lambda c: -c.score)
 
 
 def _neighbour_terms(sentences: Sequence[_Sentence], i: int) -> set[str]:
@@ -351,6 +398,8 @@ class OfflineChatModel(ReplyStreamingChatModel):
     """Truncate answers to this many words."""
     tool_names: list[str] = Field(default_factory=list)
     """Names of the tools bound with `bind_tools`."""
+    similarity: SimilarityName = "auto"
+    """How sentences are matched to the question: `lexical`, `minilm`, or `auto` (MiniLM when installed)."""
 
     @property
     def _llm_type(self) -> str:
@@ -358,7 +407,7 @@ class OfflineChatModel(ReplyStreamingChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": "offline", "max_sentences": self.max_sentences}
+        return {"model_name": "offline", "max_sentences": self.max_sentences, "similarity": self.similarity}
 
     def bind_tools(
         self,
@@ -403,7 +452,13 @@ class OfflineChatModel(ReplyStreamingChatModel):
         question = question_of(messages[turn])
         expanded = condense_keywords(question, _earlier_questions(messages[: turn + 1]))
         context = expanded[len(question) :]
-        return extractive_answer(question, sources, context=context, max_sentences=self.max_sentences)
+        return extractive_answer(
+            question,
+            sources,
+            context=context,
+            max_sentences=self.max_sentences,
+            similarity=sentence_similarity(self.similarity),
+        )
 
 
 def word_usage(prompt: Sequence[BaseMessage], reply: str) -> UsageMetadata:

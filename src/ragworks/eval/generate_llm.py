@@ -63,7 +63,7 @@ def writer_for(model_name: str, *, timeout_s: float = 60.0, max_retries: int = 2
     """An LLM writer over the chat model a config names (`openai:<m>` or `databricks:<endpoint>`)."""
     from ragworks.models import get_chat_model
 
-    if model_name == "offline":
+    if model_name.partition(":")[0] == "offline":
         raise ConfigError("The LLM generator needs a model: --model openai:<model> or llm: in the config.")
     model = get_chat_model(model_name, temperature=0.0, timeout_s=timeout_s, max_retries=max_retries)
     return LLMWriter(model, name=f"llm:{model_name}")
@@ -80,7 +80,8 @@ def pick_writer(generator: str, *, model: str | None, config: Path | None) -> LL
         raise ConfigError(f"--generator {generator!r}: use one of {', '.join(GENERATORS)}.")
     cfg = AgentConfig.from_yaml(config) if config is not None else None
     name = model or (cfg.llm if cfg is not None else None)
-    if generator == "offline" or (generator == "auto" and name in (None, "offline")):
+    offline_model = name is None or name.partition(":")[0] == "offline"
+    if generator == "offline" or (generator == "auto" and offline_model):
         return None
     opts = cfg.llm_options if cfg is not None else ModelOptions()
     return writer_for(name or "offline", timeout_s=opts.timeout_s, max_retries=opts.max_retries)

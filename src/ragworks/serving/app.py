@@ -209,7 +209,7 @@ def _call(request: Request) -> Call:
 
 def _default_threads(agent: ResponsesAgent, limits: ServingLimits) -> int:
     """One thread per core for the offline model (CPU-bound: more threads only starve the event loop)."""
-    if getattr(getattr(agent, "config", None), "llm", None) == "offline":
+    if str(getattr(getattr(agent, "config", None), "llm", "")).partition(":")[0] == "offline":
         return min(limits.max_concurrency, os.cpu_count() or 1)
     return limits.max_concurrency  # remote models wait on the network: a thread per request in flight
 
