@@ -3,10 +3,11 @@
 It reads the numbered `<source>` elements of its prompt (see `ragworks.agents.prompts`), ranks their
 whole sentences by idf-weighted stemmed overlap with the question (then, with the dense extra
 installed, re-orders the best dozen by MiniLM question-sentence similarity; `llm: offline:lexical`
-turns that off), and answers with the best one (and any that score nearly as well), each cited as `[n]` of the source it was read from; code,
-tables, metadata and headings are not answers unless the question asks for them, and it says
-NOT_FOUND when no sentence answers well enough. With a retriever tool bound and no tool results
-yet, it first calls that tool, so the tool-calling graph also runs offline.
+turns that off), and answers with the best one (and any that score nearly as well), each cited as
+`[n]` of the source it was read from; code, tables, metadata and headings are not answers unless
+the question asks for them, and it says NOT_FOUND when no sentence answers well enough. With a
+retriever tool bound and no tool results yet, it first calls that tool, so the tool-calling graph
+also runs offline.
 
 Documents are untrusted. The question is the one the rag graph's `context_message` carries (or a
 plain user message), never a `Question:` line read from text a document could have written; and a
@@ -151,6 +152,13 @@ _SIMILARITY_WEIGHT = 2.0
 """Weight of the question-sentence cosine next to the relative lexical score (at most 1)."""
 _SIMILAR_FOLLOW_RATIO = 0.9
 """The follow ratio on re-ordered scores, whose lexical part is already relative to the best."""
+_MIN_SIMILARITY = 0.49
+"""With a similarity, the answer is NOT_FOUND when no candidate's cosine with the question reaches this.
+
+Calibrated like `_MIN_COVERAGE`, on the dev articles: 10% abstention on answerable questions and 29%
+on unanswerable ones (lexical coverage alone: 21%); on the test articles 9.5% and 19.5% (6%, 10%)."""
+_SIMILAR_MIN_COVERAGE = 0.15
+"""The coverage floor that still applies with a similarity (it abstains on nothing more on dev)."""
 
 
 def _passages(text: str) -> list[tuple[str, bool]]:
@@ -245,14 +253,19 @@ def extractive_answer(
     of the question's idf weight. Code, tables and metadata are quoted only when asked for, and
     sentences that give orders to an assistant never. With a `similarity` (MiniLM, see
     `ragworks.agents.sentence_similarity`), the best lexical candidates are re-ordered by their
-    lexical score (relative to the best) plus their closeness to the question.
+    lexical score (relative to the best) plus their closeness to the question, and the answer is
+    NOT_FOUND when none of them is close enough.
     """
     scored = rank_sentences(question, sources, context=context)
-    if not scored or scored[0].coverage < _MIN_COVERAGE:
+    floor = _MIN_COVERAGE if similarity is None else _SIMILAR_MIN_COVERAGE
+    if not scored or scored[0].coverage < floor:
         return NOT_FOUND
     follow = _FOLLOW_RATIO
     if similarity is not None:
-        scored, follow = _rerank(question, scored[:_RERANK_CANDIDATES], similarity), _SIMILAR_FOLLOW_RATIO
+        scored, closest = _rerank(question, scored[:_RERANK_CANDIDATES], similarity)
+        if closest < _MIN_SIMILARITY:
+            return NOT_FOUND
+        follow = _SIMILAR_FOLLOW_RATIO
     best = scored[0].score
     kept = [c.sentence for c in scored[:max_sentences] if c.score >= follow * best]
     chosen = _dedupe(sorted(kept, key=lambda s: (s.source, s.position)))
@@ -319,15 +332,19 @@ def rank_sentences(
     return scored
 
 
-def _rerank(question: str, scored: list[Candidate], similarity: Similarity) -> list[Candidate]:
-    """Candidates re-scored as lexical score / best lexical score + weight x similarity, best first."""
+def _rerank(question: str, scored: list[Candidate], similarity: Similarity) -> tuple[list[Candidate], float]:
+    """Candidates re-scored as lexical score / best lexical score + weight x similarity, best first.
+
+    Also returns the highest similarity of any candidate: when no sentence is close to the question,
+    the sources do not answer it.
+    """
     closeness = similarity(question, [c.sentence.text for c in scored])
     top = scored[0].score
     rescored = [
         Candidate(c.score / top + _SIMILARITY_WEIGHT * float(sim), c.coverage, c.sentence)
         for c, sim in zip(scored, closeness, strict=True)
     ]
-    return sorted(rescored, key=lambda c: -c.score)
+    return sorted(rescored, key=lambda c: -c.score), float(max(closeness))
 
 
 def _neighbour_terms(sentences: Sequence[_Sentence], i: int) -> set[str]:
