@@ -35,7 +35,6 @@ def build_graph(
     """
     cfg = AgentConfig.load(config)
     prompt = system_prompt or system_prompt_of(cfg)
-    retriever = get_retriever(cfg.retriever)
     llm = get_chat_model(
         cfg.llm,
         temperature=cfg.temperature,
@@ -43,6 +42,10 @@ def build_graph(
         timeout_s=cfg.llm_options.timeout_s,
         max_retries=cfg.llm_options.max_retries,
     )
+    # A real model writes the query variants of `retriever.query`; the offline model cannot write
+    # queries, so the retriever keeps its deterministic offline rewriting.
+    writer = None if cfg.llm.partition(":")[0] == "offline" else llm
+    retriever = get_retriever(cfg.retriever, model=writer)
     if cfg.agent == "rag":
         return build_rag_graph(retriever, llm, system_prompt=prompt.text)
     filterable = check_filterable(cfg.retriever)

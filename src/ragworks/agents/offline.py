@@ -325,8 +325,8 @@ def rank_sentences(
             score *= _ANSWER_TYPE_BOOST
         if subject and _defines(s.text, subject):
             score *= 2.0
-        if len(s.terms - weights.keys()) < 2:
-            score *= 0.5  # a sentence that only restates the question answers nothing
+        if len(s.terms - weights.keys()) < 1:
+            score *= 0.5  # a sentence that adds no word to the question answers nothing
         scored.append(Candidate(score, sum(idf[t] for t in shared & asked) / asked_weight, s))
     scored.sort(key=lambda c: -c.score)
     return scored

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.retrievers import BaseRetriever
 
 from ragworks._imports import import_object
@@ -55,13 +56,19 @@ def _langchain(config: RetrieverConfig) -> BaseRetriever:
     return retriever
 
 
-def get_retriever(config: RetrieverConfig | AgentConfig | dict[str, Any]) -> BaseRetriever:
-    """Build the retriever a config names, with its query-rewriting and reranking stages."""
+def get_retriever(
+    config: RetrieverConfig | AgentConfig | dict[str, Any], *, model: BaseChatModel | None = None
+) -> BaseRetriever:
+    """Build the retriever a config names, with its query-rewriting and reranking stages.
+
+    `model` writes the query variants and hypothetical answers of `retriever.query` (the agent's
+    own chat model, see `ragworks.agents.builder.build_graph`); None: the offline rewriting.
+    """
     if isinstance(config, AgentConfig):
         config = config.retriever
     elif isinstance(config, dict):
         config = AgentConfig.load({"retriever": config}).retriever
-    return apply_stages(_first_stage(config), config)
+    return apply_stages(_first_stage(config), config, model=model)
 
 
 def _first_stage(config: RetrieverConfig) -> BaseRetriever:

@@ -142,3 +142,33 @@ def test_rewrite_span_and_attributes(bm25: LocalRetriever) -> None:
     assert outer.get_attribute("ragworks.query_rewrite") == "multi-query"
     assert outer.get_attribute("ragworks.query_variants") == 1
     assert rewrite.outputs["queries"][0].startswith(QUERY)
+
+
+def test_the_agents_own_model_writes_the_query_variants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.agents import builder
+
+    index = LocalIndex(embeddings="none")
+    index.upsert([Chunk(id=i, text=t) for i, t in TEXTS.items()])
+    index.save(tmp_path / "index")
+    model = ScriptedChatModel(responses=["aspirin antipyretic effect", "Aspirin reduces fever [1]."])
+    monkeypatch.setattr(builder, "get_chat_model", lambda name, **kw: model)
+    retriever = {"index": str(tmp_path / "index"), "k": 2, "mode": "bm25", "query": "multi-query"}
+    graph = builder.build_graph({"llm": "openai:gpt-4o-mini", "retriever": retriever})
+    graph.invoke({"messages": [("user", QUERY)]})
+    rewrite, answer = (str(call[-1].content) for call in model.history)
+    assert "search queries" in rewrite and QUERY in rewrite  # the multi-query prompt reached the model
+    assert "<source" in answer
+
+
+def test_the_offline_agent_keeps_the_deterministic_rewriting(tmp_path: Path) -> None:
+    from ragworks.agents import builder
+
+    index = LocalIndex(embeddings="none")
+    index.upsert([Chunk(id=i, text=t) for i, t in TEXTS.items()])
+    index.save(tmp_path / "index")
+    retriever = {"index": str(tmp_path / "index"), "k": 2, "mode": "bm25", "query": "multi-query"}
+    graph = builder.build_graph({"llm": "offline:lexical", "retriever": retriever})
+    reply = graph.invoke({"messages": [("user", "What does aspirin reduce in adults?")]})["messages"][-1]
+    assert reply.content == "Aspirin reduces fever in adults [1]."
