@@ -49,13 +49,14 @@ def get_chat_model(
     provider, _, model = name.partition(":")
     if provider == "offline":
         from ragworks.agents.offline import OfflineChatModel
-        from ragworks.agents.sentence_similarity import SIMILARITIES
+        from ragworks.agents.sentence_similarity import SIMILARITIES, sentence_similarity
 
         similarity = model or "auto"
-        if similarity not in SIMILARITIES:
+        if similarity not in SIMILARITIES or name == "offline:auto":
             raise ConfigError(
                 f"Unknown offline model {name!r}: use 'offline', 'offline:minilm' or 'offline:lexical'."
             )
+        sentence_similarity(similarity)  # `offline:minilm` without the dense extra fails here, not per reply
         return OfflineChatModel(max_tokens=max_tokens, similarity=similarity)
     if provider in ("openai", "databricks") and model:
         from ragworks.agents.openai_chat import OpenAIChatModel

@@ -36,6 +36,7 @@ from packaging.version import InvalidVersion, Version
 from ragworks.agents.prompt_registry import pinned_prompt_uris
 from ragworks.agents.tracing import CONFIG_TAG
 from ragworks.config import AgentConfig, env_flag
+from ragworks.embeddings import dense_available
 from ragworks.errors import ConfigError
 from ragworks.retrieval.local import MANIFEST
 from ragworks.tools.mcp_resources import mcp_databricks_resources, mcp_extras
@@ -228,7 +229,15 @@ def needed_extras(cfg: AgentConfig) -> set[str]:
     extras |= mcp_extras(cfg)
     if cfg.retriever.type == "local" and _index_embedder(Path(cfg.retriever.index)) == "minilm":
         extras.add("dense")
+    if _offline_uses_minilm(cfg.llm):
+        extras.add("dense")  # served as evaluated: plain `offline` would fall back to lexical without it
     return extras
+
+
+def _offline_uses_minilm(llm: str) -> bool:
+    """True when the offline answer model matches sentences with MiniLM here, as it must where served."""
+    provider, _, similarity = llm.partition(":")
+    return provider == "offline" and (similarity == "minilm" or (not similarity and dense_available()))
 
 
 def _index_embedder(index: Path) -> str:

