@@ -183,8 +183,8 @@ class AgentConfig(_Strict):
     """Everything an agent is made of; load it with `AgentConfig.from_yaml(path)`."""
 
     llm: str = "offline"
-    """`offline` (MiniLM sentence matching when the dense extra is installed; `offline:minilm` and
-    `offline:lexical` choose), `openai:<model>` or `databricks:<endpoint>`."""
+    """`offline` (MiniLM sentence matching over a MiniLM-embedded local index, lexical otherwise;
+    `offline:minilm` and `offline:lexical` choose), `openai:<model>` or `databricks:<endpoint>`."""
     llm_options: ModelOptions = Field(default_factory=ModelOptions)
     """Timeout and retries of the model calls (`openai:` and `databricks:` models)."""
     agent: Literal["rag", "tool-calling"] = "rag"

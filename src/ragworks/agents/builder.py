@@ -18,6 +18,7 @@ from ragworks.agents.prompt_registry import SystemPrompt, prompt_variables, reso
 from ragworks.agents.responses_agent import RagResponsesAgent
 from ragworks.config import AgentConfig
 from ragworks.models import get_chat_model
+from ragworks.retrieval.local import index_embedder
 from ragworks.retrieval.registry import get_retriever
 from ragworks.tools.model_filters import check_filterable
 from ragworks.tools.registry import agent_tools
@@ -36,7 +37,7 @@ def build_graph(
     cfg = AgentConfig.load(config)
     prompt = system_prompt or system_prompt_of(cfg)
     llm = get_chat_model(
-        cfg.llm,
+        answer_model_name(cfg),
         temperature=cfg.temperature,
         max_tokens=cfg.max_tokens,
         timeout_s=cfg.llm_options.timeout_s,
@@ -51,6 +52,19 @@ def build_graph(
     filterable = check_filterable(cfg.retriever)
     tools = agent_tools(retriever, cfg.tools, mcp_servers=cfg.mcp_servers, filterable=filterable)
     return build_tool_agent(llm, tools, max_steps=cfg.max_steps, system_prompt=prompt.text)
+
+
+def answer_model_name(cfg: AgentConfig) -> str:
+    """The chat model an agent runs: plain `offline` matches with MiniLM only over a MiniLM index.
+
+    Over such an index the model is loaded for the queries anyway; over a hashing or BM25-only
+    index, or another backend, plain `offline` stays lexical (MiniLM would add tens of ms of CPU to
+    every answer). `offline:minilm` and `offline:lexical` choose explicitly.
+    """
+    if cfg.llm != "offline":
+        return cfg.llm
+    minilm = cfg.retriever.type == "local" and index_embedder(Path(cfg.retriever.index)) == "minilm"
+    return "offline" if minilm else "offline:lexical"
 
 
 def build_agent(config: ConfigLike = None) -> RagResponsesAgent:

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import shutil
 import tempfile
@@ -36,9 +35,8 @@ from packaging.version import InvalidVersion, Version
 from ragworks.agents.prompt_registry import pinned_prompt_uris
 from ragworks.agents.tracing import CONFIG_TAG
 from ragworks.config import AgentConfig, env_flag
-from ragworks.embeddings import dense_available
 from ragworks.errors import ConfigError
-from ragworks.retrieval.local import MANIFEST
+from ragworks.retrieval.local import MANIFEST, index_embedder
 from ragworks.tools.mcp_resources import mcp_databricks_resources, mcp_extras
 from ragworks.tools.unity_catalog import PREFIX as UC_PREFIX
 from ragworks.tools.unity_catalog import WAREHOUSE_ENV
@@ -235,17 +233,12 @@ def needed_extras(cfg: AgentConfig) -> set[str]:
 
 
 def _offline_uses_minilm(llm: str) -> bool:
-    """True when the offline answer model matches sentences with MiniLM here, as it must where served."""
-    provider, _, similarity = llm.partition(":")
-    return provider == "offline" and (similarity == "minilm" or (not similarity and dense_available()))
+    """True for `offline:minilm`; plain `offline` uses MiniLM only over a MiniLM index (dense already)."""
+    return llm == "offline:minilm"
 
 
 def _index_embedder(index: Path) -> str:
-    try:
-        manifest = json.loads((index / MANIFEST).read_text(encoding="utf-8"))
-        return str(manifest["embedder"]["name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "none"
+    return index_embedder(index)
 
 
 def pinned_requirements(cfg: AgentConfig) -> list[str]:

