@@ -225,7 +225,7 @@ def needed_extras(cfg: AgentConfig) -> set[str]:
     ):
         extras.add("databricks")
     extras |= mcp_extras(cfg)
-    if cfg.retriever.type == "local" and _index_embedder(Path(cfg.retriever.index)) == "minilm":
+    if cfg.retriever.type == "local" and index_embedder(Path(cfg.retriever.index)) == "minilm":
         extras.add("dense")
     if _offline_uses_minilm(cfg.llm):
         extras.add("dense")  # served as evaluated: plain `offline` would fall back to lexical without it
@@ -235,10 +235,6 @@ def needed_extras(cfg: AgentConfig) -> set[str]:
 def _offline_uses_minilm(llm: str) -> bool:
     """True for `offline:minilm`; plain `offline` uses MiniLM only over a MiniLM index (dense already)."""
     return llm == "offline:minilm"
-
-
-def _index_embedder(index: Path) -> str:
-    return index_embedder(index)
 
 
 def pinned_requirements(cfg: AgentConfig) -> list[str]:

@@ -144,17 +144,22 @@ def test_rewrite_span_and_attributes(bm25: LocalRetriever) -> None:
     assert rewrite.outputs["queries"][0].startswith(QUERY)
 
 
+def _multi_query_retriever(tmp_path: Path) -> dict[str, Any]:
+    """A saved BM25 index of TEXTS and the multi-query retriever config over it."""
+    index = LocalIndex(embeddings="none")
+    index.upsert([Chunk(id=i, text=t) for i, t in TEXTS.items()])
+    index.save(tmp_path / "index")
+    return {"index": str(tmp_path / "index"), "k": 2, "mode": "bm25", "query": "multi-query"}
+
+
 def test_the_agents_own_model_writes_the_query_variants(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ragworks.agents import builder
 
-    index = LocalIndex(embeddings="none")
-    index.upsert([Chunk(id=i, text=t) for i, t in TEXTS.items()])
-    index.save(tmp_path / "index")
     model = ScriptedChatModel(responses=["aspirin antipyretic effect", "Aspirin reduces fever [1]."])
     monkeypatch.setattr(builder, "get_chat_model", lambda name, **kw: model)
-    retriever = {"index": str(tmp_path / "index"), "k": 2, "mode": "bm25", "query": "multi-query"}
+    retriever = _multi_query_retriever(tmp_path)
     graph = builder.build_graph({"llm": "openai:gpt-4o-mini", "retriever": retriever})
     graph.invoke({"messages": [("user", QUERY)]})
     rewrite, answer = (str(call[-1].content) for call in model.history)
@@ -167,13 +172,10 @@ def test_the_offline_agent_keeps_the_deterministic_rewriting(
 ) -> None:
     from ragworks.agents import builder
 
-    index = LocalIndex(embeddings="none")
-    index.upsert([Chunk(id=i, text=t) for i, t in TEXTS.items()])
-    index.save(tmp_path / "index")
     writers: list[object] = []
     real = builder.get_retriever
     monkeypatch.setattr(builder, "get_retriever", lambda cfg, *, model: writers.append(model) or real(cfg))
-    retriever = {"index": str(tmp_path / "index"), "k": 2, "mode": "bm25", "query": "multi-query"}
+    retriever = _multi_query_retriever(tmp_path)
     graph = builder.build_graph({"llm": "offline:lexical", "retriever": retriever})
     assert writers == [None]  # the offline model cannot write queries
     reply = graph.invoke({"messages": [("user", "What does aspirin reduce in adults?")]})["messages"][-1]
